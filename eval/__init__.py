@@ -1,0 +1,1 @@
+"""Evaluation package: serving, reasoning suite, graders, reward gate, thought-use probe."""
