@@ -21,6 +21,12 @@ _EXPORTS = {
     "SelfImprovingOnlineDPOTrainer": "trl_ext.trainers.online_dpo",
     "OpenAICompatibleClient": "trl_ext.client",
     "embedded_default": "trl_ext.assets",
+    "ThinkingSFTMetricsCallback": "trl_ext.sft_metrics",
+    "SFTMetricsConfig": "trl_ext.sft_metrics",
+    "match_token_budget": "trl_ext.sft_budget",
+    "parse_thinking": "trl_ext.data.markup",
+    "normalise_tags": "trl_ext.data.markup",
+    "strip_thoughts": "trl_ext.data.markup",
 }
 
 __all__ = sorted(_EXPORTS)

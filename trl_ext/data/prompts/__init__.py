@@ -1,0 +1,1 @@
+"""Teacher prompt templates (package data), loaded with :func:`trl_ext.data.augment.load_prompt`."""
