@@ -38,6 +38,13 @@ test: assets
 test-fast: assets
 	$(PYTHON) -m pytest -q -ra -m "not slow"
 
+eval: assets
+	$(PYTHON) -m eval suite --arm $(ARM) --outputs $(OUT) --out $(OUT)/eval $(EVAL_ARGS)
+
+bench: assets
+	$(PYTHON) bench/bench_graders.py
+	$(PYTHON) bench/bench_client.py
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -65,6 +65,28 @@ class ServerHandle:
     command: list[str] = field(default_factory=list)
 
 
+def _flag_groups(args: Sequence[str]) -> list[list[str]]:
+    """``["--a", "1", "--flag", "--b=2"]`` → ``[["--a", "1"], ["--flag"], ["--b=2"]]``."""
+    groups: list[list[str]] = []
+    for token in args:
+        if token.startswith("--") or not groups:
+            groups.append([token])
+        else:
+            groups[-1].append(token)
+    return groups
+
+
+def merge_server_args(defaults: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """The seed's flags with every flag named in ``overrides`` replaced by the override
+    (``--mem-fraction-static 0.8`` or ``--mem-fraction-static=0.8``); new flags are appended."""
+    override_groups = _flag_groups(overrides)
+    named = {group[0].split("=", 1)[0] for group in override_groups}
+    kept = [group for group in _flag_groups(defaults) if group[0].split("=", 1)[0] not in named]
+    if "--served-model-name" in named:
+        raise ValueError("--served-model-name is fixed to 'default' so every client finds the model")
+    return [token for group in kept + override_groups for token in group]
+
+
 def server_command(
     model_dir: Path, backend: str, host: str, port: int, extra_args: Sequence[str] = ()
 ) -> tuple[list[str], Path | None]:
@@ -73,7 +95,7 @@ def server_command(
     if backend == "sglang":
         cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model_dir),
                "--served-model-name", SERVED_MODEL_NAME, "--host", host, "--port", str(port),
-               *SGLANG_DEFAULT_ARGS, *extra_args]  # fmt: skip
+               *merge_server_args(SGLANG_DEFAULT_ARGS, extra_args)]  # fmt: skip
         return cmd, None
     if backend == "transformers":
         workdir = Path(tempfile.mkdtemp(prefix="trl_ext_serve_"))
