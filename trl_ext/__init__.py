@@ -15,6 +15,7 @@ _EXPORTS = {
     "two_stage_generate": "trl_ext.rollout",
     "Rollout": "trl_ext.rollout",
     "LLMJudge": "trl_ext.judges",
+    "ReferenceOverlapJudge": "trl_ext.judges",
     "ThinkingGRPOConfig": "trl_ext.trainers.grpo",
     "ThinkingGRPOTrainer": "trl_ext.trainers.grpo",
     "SelfImprovingOnlineDPOConfig": "trl_ext.trainers.online_dpo",
