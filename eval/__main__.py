@@ -1,4 +1,5 @@
-"""``python -m eval <command>``: serve, suite, regrade, report, continuation, reward-gate, thought-probe.
+"""``python -m eval <command>``: serve, suite, regrade, report, continuation, reward-gate, thought-probe,
+results-page.
 
 ``make eval ARM=<arm>`` runs ``python -m eval suite --arm <arm>``: it finds the arm's model
 directory, starts a server on 127.0.0.1 (SGLang on a GPU, ``transformers serve`` on CPU), waits
@@ -43,6 +44,7 @@ PLUGIN_COMMANDS = {  # subcommands whose modules other parts of the project own
     "continuation": "eval.continuation",
     "reward-gate": "eval.reward_gate",
     "thought-probe": "eval.thought_probe",
+    "results-page": "eval.results_page",
 }
 
 

@@ -126,14 +126,19 @@ def read_failures(path: str | Path) -> list[dict]:
 
 
 def discover(root: str | Path, arms: Iterable[str] | None = None) -> dict[str, dict[str, Path]]:
-    """``{arm: {benchmark: jsonl path}}`` for every sample file under ``root``."""
+    """``{arm: {benchmark: jsonl path}}`` for every benchmark sample file under ``root``.
+
+    Only files named after a known benchmark count: the continuation check, reward gate and
+    thought probe write their own JSONL files under the same eval folder."""
+    from eval.benchmarks import BENCHMARKS
+
     root = Path(root)
     if not root.is_dir():
         raise RowFileError(root, None, None, "eval output directory not found")
     wanted = set(arms) if arms else None
     found: dict[str, dict[str, Path]] = {}
     for path in sorted(root.glob("*/*.jsonl")):
-        if path.name.endswith(".failures.jsonl"):
+        if path.stem not in BENCHMARKS:
             continue
         arm = path.parent.name
         if wanted is None or arm in wanted:

@@ -61,3 +61,15 @@ def test_seed_gsm8k_rows_reproduce_the_seed_tables(tmp_path):
         == data["scores"]["think_base"]["gsm8k"]["pass_at_k_any"]
     )
     assert (tmp_path / "report.md").read_text() == text
+
+
+def test_discover_ignores_other_eval_outputs(tmp_path):
+    """The continuation check, reward gate and probe write JSONL under the same eval folder."""
+    from eval.results import discover
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "gsm8k.jsonl").write_text("{}\n")
+    (tmp_path / "base" / "gsm8k.failures.jsonl").write_text("{}\n")
+    (tmp_path / "continuation").mkdir()
+    (tmp_path / "continuation" / "samples.jsonl").write_text('{"not": "a sample"}\n')
+    assert discover(tmp_path) == {"base": {"gsm8k": tmp_path / "base" / "gsm8k.jsonl"}}
