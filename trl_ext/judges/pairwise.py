@@ -1,0 +1,386 @@
+"""Pairwise judges ``(prefix, option_1, option_2) → 1 | 2 | invalid`` and the paper's pointwise rubrics.
+
+* :class:`LLMPairwiseJudge` asks an instruct model behind an OpenAI-compatible endpoint (SGLang in
+  production) with the ``pairwise_quality`` prompt and reads its fixed ``Conclusion: Option N`` line.
+  Failed calls and unparseable replies are *invalid* verdicts, counted in ``judge.stats`` — never a
+  default winner (the reference run turned them into "B").
+* :class:`LikelihoodPairwiseJudge`, an offline judge for CPU runs and tests: the option with the
+  higher mean token log-likelihood given the prefix under a frozen scorer LM wins. It has no position
+  preference and no built-in preference for the original suffix.
+* :class:`LLMSafetyJudge` (candidate alone, safe/unsafe → 1/0) and :func:`factuality_judge` (against
+  the original suffix: no / possible / definite hallucination → 1 / 0.5 / 0), pointwise TRL reward
+  functions the trainer can use in place of, or next to, the pairwise quality judge.
+
+Verdicts, invalid accounting, templates, transport and the sync/async bridge are the shared ones from
+:mod:`trl_ext.judges.base` and :mod:`trl_ext.judges.llm`. A pairwise verdict is a
+:class:`~trl_ext.judges.base.JudgeVerdict` whose ``score`` is the option *as shown* (1.0 or 2.0). The
+A/B swap, repeats and pool scores live in :mod:`trl_ext.pairing`; a judge answers the calls it is given.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from trl_ext.client import GenerationResult, OpenAICompatibleClient
+from trl_ext.judges.base import (
+    JudgeStats,
+    JudgeVerdict,
+    PointwiseRewardFunc,
+    completion_text,
+    load_prompt_template,
+    parse_json_field,
+    strip_reasoning,
+)
+from trl_ext.judges.llm import LLMJudge, RequestMode, batch_generate, clip, run_sync
+
+PAIRWISE_FIELDS = {"prefix", "option_1", "option_2"}
+_CONCLUSION_RE = re.compile(r"conclusion[\s:*\-]*option[\s*]*([12])\b", re.IGNORECASE)
+
+
+def parse_pairwise_conclusion(reply: str | None) -> tuple[int | None, str | None]:
+    """``(1 | 2, None)`` from the reply's ``Conclusion: Option N`` lines, else ``(None, reason)``.
+
+    Reasoning blocks are dropped first. Several conclusions that disagree are invalid, not "the last one".
+    """
+    if not reply:
+        return None, "unparseable: empty reply"
+    found = {int(m) for m in _CONCLUSION_RE.findall(strip_reasoning(reply))}
+    if not found:
+        return None, "unparseable: no 'Conclusion: Option 1|2' line"
+    if len(found) > 1:
+        return None, "unparseable: conflicting conclusions"
+    return found.pop(), None
+
+
+def winner_of(verdict: JudgeVerdict) -> int | None:
+    """The option (as shown) a pairwise verdict picked, or None when invalid."""
+    return None if verdict.score is None else int(verdict.score)
+
+
+@runtime_checkable
+class PairwiseJudge(Protocol):
+    """Anything with ``judge_pairs``: one verdict per (prefix, option_1, option_2), in order."""
+
+    def judge_pairs(
+        self, prefixes: Sequence[str], options_1: Sequence[str], options_2: Sequence[str]
+    ) -> list[JudgeVerdict]: ...
+
+
+def _check_lengths(prefixes: Sequence[str], options_1: Sequence[str], options_2: Sequence[str]) -> None:
+    if not len(prefixes) == len(options_1) == len(options_2):
+        raise ValueError(
+            f"pairwise judge got {len(prefixes)} prefixes, {len(options_1)} option_1, "
+            f"{len(options_2)} option_2"
+        )
+
+
+class LLMPairwiseJudge:
+    """Pairwise quality judge over an OpenAI-compatible endpoint.
+
+    Example::
+
+        judge = LLMPairwiseJudge(base_url=["http://127.0.0.1:30000"], max_concurrency=64)
+        verdicts = judge.judge_pairs([prefix], [text_a], [text_b])  # [JudgeVerdict(score=2.0, ...)]
+        judge.stats.invalid_rate
+
+    Args mirror :class:`~trl_ext.judges.llm.LLMJudge`: ``prompt`` is a packaged template name or a
+    file with ``{{prefix}}``, ``{{option_1}}``, ``{{option_2}}``; sampling defaults follow the reference
+    run (T 0.7, top_p 0.6) with room for three sentences of reasons (``max_tokens=256``); pass
+    ``request_extra={"chat_template_kwargs": {"enable_thinking": False}}`` for a Qwen3 judge.
+    """
+
+    def __init__(
+        self,
+        base_url: str | Sequence[str] | None = None,
+        prompt: str | Path = "pairwise_quality",
+        *,
+        model: str = "default",
+        mode: RequestMode = "chat",
+        temperature: float = 0.7,
+        top_p: float = 0.6,
+        max_tokens: int = 256,
+        max_field_chars: int | None = 2000,
+        max_concurrency: int = 32,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        backoff_s: float = 0.5,
+        request_extra: dict[str, Any] | None = None,
+        client: OpenAICompatibleClient | None = None,
+        invalid_log_path: str | Path | None = None,
+    ):
+        if client is None and base_url is None:
+            raise ValueError(
+                "LLMPairwiseJudge needs base_url (one URL or a list) or an OpenAICompatibleClient"
+            )
+        self.client = client or OpenAICompatibleClient(
+            base_url,
+            model=model,
+            max_concurrency=max_concurrency,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+        )
+        self.template = load_prompt_template(prompt)
+        if self.template.fields != PAIRWISE_FIELDS:
+            raise ValueError(
+                f"pairwise judge template {self.template.name!r} must use exactly {sorted(PAIRWISE_FIELDS)}, "
+                f"uses {sorted(self.template.fields)}"
+            )
+        self.mode = mode
+        self.sampling = {"temperature": temperature, "top_p": top_p, **(request_extra or {})}
+        self.max_tokens, self.max_field_chars = max_tokens, max_field_chars
+        self.stats = JudgeStats(invalid_log_path=invalid_log_path)
+
+    def verdict_from_result(self, result: GenerationResult) -> JudgeVerdict:
+        if not result.ok or result.text is None:
+            return JudgeVerdict.invalid(
+                f"call_failed: {result.error}", raw=result.text, latency_s=result.latency_s
+            )
+        winner, error = parse_pairwise_conclusion(result.text)
+        if error is not None:
+            return JudgeVerdict.invalid(error, raw=result.text, latency_s=result.latency_s)
+        return JudgeVerdict(score=float(winner), raw=result.text, latency_s=result.latency_s)
+
+    async def ajudge_pairs(
+        self, prefixes: Sequence[str], options_1: Sequence[str], options_2: Sequence[str]
+    ) -> list[JudgeVerdict]:
+        _check_lengths(prefixes, options_1, options_2)
+        cap = self.max_field_chars
+        items = [
+            {"prefix": clip(p, cap), "option_1": clip(a, cap), "option_2": clip(b, cap)}
+            for p, a, b in zip(prefixes, options_1, options_2)
+        ]
+        results = await batch_generate(
+            self.client, self.template, items, mode=self.mode, max_tokens=self.max_tokens, **self.sampling
+        )
+        verdicts = [self.verdict_from_result(r) for r in results]
+        for index, verdict in enumerate(verdicts):
+            self.stats.record(verdict, {"index": index, "option_1": items[index]["option_1"][:200]})
+        return verdicts
+
+    def judge_pairs(
+        self, prefixes: Sequence[str], options_1: Sequence[str], options_2: Sequence[str]
+    ) -> list[JudgeVerdict]:
+        async def judge_then_close() -> list[JudgeVerdict]:
+            try:  # each sync call has its own event loop: close the pool with it
+                return await self.ajudge_pairs(prefixes, options_1, options_2)
+            finally:
+                await self.client.aclose()
+
+        return run_sync(judge_then_close())
+
+
+class LikelihoodPairwiseJudge:
+    """Offline pairwise judge from a frozen scorer LM; the option with the higher per-token score wins.
+
+    ``criterion="pmi"`` (default) scores how much the prefix helps predict the option: mean over option
+    tokens of ``log p(token | prefix, ...) - log p(token | <document start>, ...)``. It is a coherence
+    signal that does not simply reward text the scorer finds likely anyway, so neither the policy's own
+    rollouts (likely under a scorer close to the policy) nor the original suffix wins by construction.
+    ``criterion="loglik"`` uses the conditional mean log-likelihood alone.
+
+    ``model`` is a causal LM or a checkpoint directory (the embedded tiny model on CPU, a real base model
+    elsewhere). Each distinct (prefix, option) is scored once per call, so 136 pairs over 17 candidates
+    cost 17 (x2 for pmi) sequences. Scores within ``tie_tolerance`` are an *invalid* tie; an empty option
+    loses to a non-empty one.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        criterion: str = "pmi",
+        tie_tolerance: float = 1e-6,
+        batch_size: int = 16,
+        max_prefix_tokens: int = 384,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if criterion not in ("pmi", "loglik"):
+            raise ValueError(f"criterion must be 'pmi' or 'loglik', got {criterion!r}")
+        if isinstance(model, str | Path):
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+            model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+        if tokenizer is None:
+            raise ValueError("LikelihoodPairwiseJudge needs a tokenizer when given a model object")
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.criterion = criterion
+        self.tie_tolerance, self.batch_size, self.max_prefix_tokens = (
+            tie_tolerance,
+            batch_size,
+            max_prefix_tokens,
+        )
+        self.stats = JudgeStats()
+
+    def option_scores(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """The criterion per (prefix, option); ``-inf`` for an empty option."""
+        tok = self.tokenizer
+        start_ids = [tok.eos_token_id if tok.eos_token_id is not None else tok.pad_token_id]
+        encoded = [
+            (
+                tok(p, add_special_tokens=False)["input_ids"][-self.max_prefix_tokens :] or start_ids,
+                tok(o, add_special_tokens=False)["input_ids"],
+            )
+            for p, o in pairs
+        ]
+        conditional = self.mean_logliks(encoded)
+        if self.criterion == "loglik":
+            return conditional
+        unconditional = self.mean_logliks([(start_ids, o) for _, o in encoded])
+        return [c - u if o else c for c, u, (_, o) in zip(conditional, unconditional, encoded)]
+
+    def mean_logliks(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """Mean log-prob per option token given its context ids (``-inf`` for an empty option)."""
+        import torch
+
+        from trl_ext.logprobs import token_logprobs
+
+        device = next(self.model.parameters()).device
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        scores: list[float] = []
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start : start + self.batch_size]
+            width = max(len(p) + len(o) for p, o in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            att, mask = torch.zeros_like(ids), torch.zeros_like(ids)
+            for k, (p, o) in enumerate(batch):
+                ids[k, : len(p) + len(o)] = torch.tensor(p + o)
+                att[k, : len(p) + len(o)] = 1
+                mask[k, len(p) : len(p) + len(o)] = 1
+            with torch.no_grad():
+                lp = token_logprobs(self.model, ids.to(device), att.to(device), mask.to(device)).cpu()
+            for k, (_, o) in enumerate(batch):
+                scores.append(float(lp[k].sum()) / len(o) if o else float("-inf"))
+        return scores
+
+    def judge_pairs(
+        self, prefixes: Sequence[str], options_1: Sequence[str], options_2: Sequence[str]
+    ) -> list[JudgeVerdict]:
+        _check_lengths(prefixes, options_1, options_2)
+        start = time.perf_counter()
+        distinct = list(
+            dict.fromkeys((p, o) for p, a, b in zip(prefixes, options_1, options_2) for o in (a, b))
+        )
+        score = dict(zip(distinct, self.option_scores(distinct)))
+        latency = (time.perf_counter() - start) / max(len(prefixes), 1)
+        verdicts = []
+        for p, a, b in zip(prefixes, options_1, options_2):
+            sa, sb = score[(p, a)], score[(p, b)]
+            raw = f"{self.criterion} option_1={sa:.6f} option_2={sb:.6f}"
+            if sa == sb or abs(sa - sb) <= self.tie_tolerance:
+                verdict = JudgeVerdict.invalid("tie: equal scores", raw=raw, latency_s=latency)
+            else:
+                verdict = JudgeVerdict(score=1.0 if sa > sb else 2.0, raw=raw, latency_s=latency)
+            self.stats.calls += 1
+            self.stats.valid += verdict.valid
+            self.stats.invalid += not verdict.valid
+            verdicts.append(verdict)
+        return verdicts
+
+
+class LLMSafetyJudge(PointwiseRewardFunc):
+    """Pointwise safety rubric on the candidate alone: ``{"score": 1}`` safe / ``{"score": 0}`` unsafe.
+
+    A TRL reward function (``None`` = invalid). Unlike the other pointwise judges it needs no reference
+    column: it never compares the candidate with anything.
+    """
+
+    __name__ = "safety_judge"
+
+    def __init__(
+        self,
+        base_url: str | Sequence[str] | None = None,
+        prompt: str | Path = "pointwise_safety",
+        *,
+        model: str = "default",
+        mode: RequestMode = "chat",
+        temperature: float = 0.0,
+        max_tokens: int = 16,
+        max_field_chars: int | None = 2000,
+        max_concurrency: int = 32,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        request_extra: dict[str, Any] | None = None,
+        client: OpenAICompatibleClient | None = None,
+    ):
+        super().__init__()
+        if client is None and base_url is None:
+            raise ValueError("LLMSafetyJudge needs base_url (one URL or a list) or an OpenAICompatibleClient")
+        self.client = client or OpenAICompatibleClient(
+            base_url,
+            model=model,
+            max_concurrency=max_concurrency,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+        )
+        self.template = load_prompt_template(prompt)
+        if self.template.fields != {"candidate"}:
+            raise ValueError(f"safety template {self.template.name!r} must use exactly ['candidate']")
+        self.mode, self.max_tokens, self.max_field_chars = mode, max_tokens, max_field_chars
+        self.sampling = {"temperature": temperature, **(request_extra or {})}
+
+    def verdict_from_result(self, result: GenerationResult) -> JudgeVerdict:
+        if not result.ok or result.text is None:
+            return JudgeVerdict.invalid(
+                f"call_failed: {result.error}", raw=result.text, latency_s=result.latency_s
+            )
+        score, error = parse_json_field(result.text, "score", (0, 1))
+        if error is not None:
+            return JudgeVerdict.invalid(error, raw=result.text, latency_s=result.latency_s)
+        return JudgeVerdict(score=float(score), raw=result.text, latency_s=result.latency_s)
+
+    def judge(
+        self, prefixes: Sequence[str], candidates: Sequence[str], references: Sequence[str] | None = None
+    ) -> list[JudgeVerdict]:
+        items = [{"candidate": clip(c, self.max_field_chars)} for c in candidates]
+
+        async def judge_then_close() -> list[GenerationResult]:
+            try:
+                return await batch_generate(
+                    self.client,
+                    self.template,
+                    items,
+                    mode=self.mode,
+                    max_tokens=self.max_tokens,
+                    **self.sampling,
+                )
+            finally:
+                await self.client.aclose()
+
+        verdicts = [self.verdict_from_result(r) for r in run_sync(judge_then_close())]
+        for index, verdict in enumerate(verdicts):
+            self.stats.record(verdict, {"index": index, "candidate": items[index]["candidate"][:300]})
+        return verdicts
+
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
+    ) -> list[float | None]:
+        verdicts = self.judge([], [completion_text(c) for c in completions])
+        self.last_verdicts = verdicts
+        return [v.score for v in verdicts]
+
+
+def factuality_judge(base_url: str | Sequence[str] | None = None, **kwargs: Any) -> LLMJudge:
+    """Pointwise factuality vs the original suffix (reference column): 1 / 0.5 / 0 for no / possible /
+    definite hallucination. It is the shared :class:`LLMJudge` with the ``pointwise_factuality`` prompt."""
+    kwargs.setdefault("name", "factuality_judge")
+    return LLMJudge(base_url=base_url, prompt="pointwise_factuality", allowed_scores=(0, 0.5, 1), **kwargs)
+
+
+__all__ = [
+    "LLMPairwiseJudge",
+    "LLMSafetyJudge",
+    "LikelihoodPairwiseJudge",
+    "PairwiseJudge",
+    "factuality_judge",
+    "parse_pairwise_conclusion",
+    "winner_of",
+]
