@@ -93,7 +93,7 @@ def load_rows(script: Phase3Arguments) -> Dataset:
 
 def main(argv: list[str] | None = None) -> dict:
     # ---- config
-    parser = TrlParser((Phase3Arguments, SelfImprovingOnlineDPOConfig))
+    parser = TrlParser((Phase3Arguments, SelfImprovingOnlineDPOConfig), allow_abbrev=False)
     cpu = not torch.cuda.is_available()
     parser.set_defaults(bf16=not cpu, use_cpu=cpu)  # TRL defaults bf16 to True, which fails on CPU
     argv = list(sys.argv[1:] if argv is None else argv)

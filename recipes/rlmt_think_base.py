@@ -163,7 +163,7 @@ def build_judge(script: RLMTArguments, output_dir: str):
 
 def main(default_config: Path = DEFAULT_CONFIG, argv: list[str] | None = None) -> dict:
     # ---- config
-    parser = TrlParser((RLMTArguments, ThinkingGRPOConfig, ModelConfig))
+    parser = TrlParser((RLMTArguments, ThinkingGRPOConfig, ModelConfig), allow_abbrev=False)
     cpu = not torch.cuda.is_available()
     parser.set_defaults(bf16=not cpu, use_cpu=cpu)  # TRL defaults bf16 to True, which fails on CPU
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -145,7 +145,7 @@ def seed_table_summary() -> dict:
 
 def main(default_config: str | None = None, argv: list[str] | None = None) -> dict:
     # ---- config
-    parser = TrlParser((ThinkingSFTArguments, SFTConfig))
+    parser = TrlParser((ThinkingSFTArguments, SFTConfig), allow_abbrev=False)
     cpu = not torch.cuda.is_available()
     parser.set_defaults(bf16=not cpu, use_cpu=cpu)  # TRL defaults bf16 to True, which fails on CPU
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -690,7 +690,7 @@ def run(args: AugmentArguments) -> AugmentSummary:
 def main(argv: list[str] | None = None) -> AugmentSummary:
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(AugmentArguments)
+    parser = HfArgumentParser(AugmentArguments, allow_abbrev=False)
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "--config":
         (args,) = parser.parse_yaml_file(argv[1])
