@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from trl_ext.client import GenerationResult, OpenAICompatibleClient
 from trl_ext.judges.base import (
+    JudgeStats,
     JudgeVerdict,
     PointwiseRewardFunc,
     PromptTemplate,
@@ -80,7 +81,99 @@ def clip(text: str, max_chars: int | None) -> str:
     return text if max_chars is None or len(text) <= max_chars else text[:max_chars]
 
 
-class LLMJudge(PointwiseRewardFunc):
+class TemplatedLLMJudge:
+    """Plumbing shared by the prompt-template LLM judges (pointwise, pairwise, safety), so transport,
+    template checks, strict verdicts and invalid accounting behave the same in all of them.
+
+    A subclass builds itself with :meth:`_init_llm`, says how to read a reply in :meth:`parse_reply`,
+    and keeps its own public ``judge``/``judge_pairs`` signature on top of :meth:`_judge_items`.
+    """
+
+    client: OpenAICompatibleClient
+    template: PromptTemplate
+    mode: RequestMode
+    sampling: dict[str, Any]
+    max_tokens: int
+    max_field_chars: int | None
+    stats: JudgeStats
+
+    def _init_llm(
+        self,
+        owner: str,
+        base_url: str | Sequence[str] | None,
+        client: OpenAICompatibleClient | None,
+        prompt: str | Path,
+        fields: set[str],
+        template_kind: str,
+        *,
+        transport: Mapping[str, Any],
+        mode: RequestMode,
+        sampling: dict[str, Any],
+        max_tokens: int,
+        max_field_chars: int | None,
+        show_used_fields: bool = True,
+    ) -> None:
+        """Client (a given one wins, so judges can share a pool), template with exactly ``fields``
+        (a typo'd placeholder fails here, not as a half-empty prompt), request settings."""
+        if client is None and base_url is None:
+            raise ValueError(f"{owner} needs base_url (one URL or a list) or an OpenAICompatibleClient")
+        self.client = client or OpenAICompatibleClient(base_url, **transport)
+        self.template = load_prompt_template(prompt)
+        if self.template.fields != fields:
+            used = f", uses {sorted(self.template.fields)}" if show_used_fields else ""
+            raise ValueError(
+                f"{template_kind} {self.template.name!r} must use exactly {sorted(fields)}{used}"
+            )
+        self.mode, self.sampling = mode, sampling
+        self.max_tokens, self.max_field_chars = max_tokens, max_field_chars
+
+    def parse_reply(self, text: str) -> tuple[float | None, str | None]:
+        """``(score, None)`` or ``(None, reason)`` for one reply; the only per-judge part of a verdict."""
+        raise NotImplementedError
+
+    def verdict_from_result(self, result: GenerationResult) -> JudgeVerdict:
+        """A failed call or an unparseable reply is invalid with its reason, never a default score."""
+        if not result.ok or result.text is None:
+            return JudgeVerdict.invalid(
+                f"call_failed: {result.error}", raw=result.text, latency_s=result.latency_s
+            )
+        score, error = self.parse_reply(result.text)
+        if error is not None:
+            return JudgeVerdict.invalid(error, raw=result.text, latency_s=result.latency_s)
+        return JudgeVerdict(score=float(score), raw=result.text, latency_s=result.latency_s)
+
+    async def _judge_items(
+        self, items: Sequence[Mapping[str, str]], log_fields: Mapping[str, int]
+    ) -> list[JudgeVerdict]:
+        """Clip every field, one request per item, one verdict each, all recorded in ``stats``.
+
+        ``log_fields`` maps a field to how many of its characters go into an invalid verdict's log
+        record, so a bad reply can be traced back to the input it judged.
+        """
+        clipped = [{key: clip(value, self.max_field_chars) for key, value in item.items()} for item in items]
+        results = await batch_generate(
+            self.client, self.template, clipped, mode=self.mode, max_tokens=self.max_tokens, **self.sampling
+        )
+        verdicts = [self.verdict_from_result(r) for r in results]
+        for index, verdict in enumerate(verdicts):
+            context = {key: clipped[index][key][:chars] for key, chars in log_fields.items()}
+            self.stats.record(verdict, {"index": index, **context})
+        return verdicts
+
+    def _run_and_close(self, coro_factory: Callable[[], Awaitable[T]]) -> T:
+        """Run a judging coroutine from sync code. Each sync call runs its own event loop; the pool is
+        closed with it so no connection outlives the loop it was opened on."""
+
+        async def run_then_close() -> T:
+            try:
+                return await coro_factory()
+            finally:
+                await self.client.aclose()
+
+        return run_sync(run_then_close())
+
+
+class LLMJudge(TemplatedLLMJudge, PointwiseRewardFunc):
     """Pointwise LLM judge ``(prefix, candidate, reference) → 0/1 | invalid``; a TRL reward function.
 
     Example::
@@ -129,23 +222,26 @@ class LLMJudge(PointwiseRewardFunc):
         name: str | None = None,
     ):
         super().__init__()
-        if client is None and base_url is None:
-            raise ValueError("LLMJudge needs base_url (one URL or a list) or an OpenAICompatibleClient")
-        self.client = client or OpenAICompatibleClient(
-            base_url, model=model, max_concurrency=max_concurrency, timeout_s=timeout_s,
-            max_retries=max_retries, backoff_s=backoff_s,
-        )  # fmt: skip
-        self.template = load_prompt_template(prompt)
-        needed = {"prefix", "reference", "candidate"}
-        if self.template.fields != needed:
-            raise ValueError(
-                f"pointwise judge template {self.template.name!r} must use exactly {sorted(needed)}, "
-                f"uses {sorted(self.template.fields)}"
-            )
-        self.mode = mode
+        self._init_llm(
+            "LLMJudge",
+            base_url,
+            client,
+            prompt,
+            {"prefix", "reference", "candidate"},
+            "pointwise judge template",
+            transport={
+                "model": model,
+                "max_concurrency": max_concurrency,
+                "timeout_s": timeout_s,
+                "max_retries": max_retries,
+                "backoff_s": backoff_s,
+            },
+            mode=mode,
+            sampling={"temperature": temperature, "top_p": top_p, **(request_extra or {})},
+            max_tokens=max_tokens,
+            max_field_chars=max_field_chars,
+        )
         self.score_key, self.allowed_scores = score_key, tuple(allowed_scores)
-        self.sampling = {"temperature": temperature, "top_p": top_p, **(request_extra or {})}
-        self.max_tokens, self.max_field_chars = max_tokens, max_field_chars
         self.stats.invalid_log_path = invalid_log_path
         if name:
             self.__name__ = name
@@ -160,15 +256,8 @@ class LLMJudge(PointwiseRewardFunc):
         """The RLMT reference-match judge (the spelling used in the architecture docs)."""
         return cls(base_url=base_url, prompt=prompt, **kwargs)
 
-    def verdict_from_result(self, result: GenerationResult) -> JudgeVerdict:
-        if not result.ok or result.text is None:
-            return JudgeVerdict.invalid(
-                f"call_failed: {result.error}", raw=result.text, latency_s=result.latency_s
-            )
-        score, error = parse_json_field(result.text, self.score_key, self.allowed_scores)
-        if error is not None:
-            return JudgeVerdict.invalid(error, raw=result.text, latency_s=result.latency_s)
-        return JudgeVerdict(score=float(score), raw=result.text, latency_s=result.latency_s)
+    def parse_reply(self, text: str) -> tuple[float | None, str | None]:
+        return parse_json_field(text, self.score_key, self.allowed_scores)
 
     async def ajudge(
         self, prefixes: Sequence[str], candidates: Sequence[str], references: Sequence[str]
@@ -179,27 +268,11 @@ class LLMJudge(PointwiseRewardFunc):
                 f"{len(references)} references"
             )
         items = [
-            {"prefix": clip(p, self.max_field_chars), "reference": clip(r, self.max_field_chars),
-             "candidate": clip(c, self.max_field_chars)}
-            for p, c, r in zip(prefixes, candidates, references)
-        ]  # fmt: skip
-        results = await batch_generate(
-            self.client, self.template, items, mode=self.mode, max_tokens=self.max_tokens, **self.sampling
-        )
-        verdicts = [self.verdict_from_result(r) for r in results]
-        for index, verdict in enumerate(verdicts):
-            self.stats.record(verdict, {"index": index, "candidate": items[index]["candidate"][:300]})
-        return verdicts
+            {"prefix": p, "reference": r, "candidate": c} for p, c, r in zip(prefixes, candidates, references)
+        ]
+        return await self._judge_items(items, {"candidate": 300})
 
     def judge(
         self, prefixes: Sequence[str], candidates: Sequence[str], references: Sequence[str]
     ) -> list[JudgeVerdict]:
-        async def judge_then_close() -> list[JudgeVerdict]:
-            # Each sync call runs its own event loop; close the connection pool with it so no
-            # connection outlives the loop it was opened on.
-            try:
-                return await self.ajudge(prefixes, candidates, references)
-            finally:
-                await self.client.aclose()
-
-        return run_sync(judge_then_close())
+        return self._run_and_close(lambda: self.ajudge(prefixes, candidates, references))

@@ -25,17 +25,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from trl_ext.client import GenerationResult, OpenAICompatibleClient
+from trl_ext.client import OpenAICompatibleClient
 from trl_ext.judges.base import (
     JudgeStats,
     JudgeVerdict,
     PointwiseRewardFunc,
     completion_text,
-    load_prompt_template,
     parse_json_field,
     strip_reasoning,
 )
-from trl_ext.judges.llm import LLMJudge, RequestMode, batch_generate, clip, run_sync
+from trl_ext.judges.llm import LLMJudge, RequestMode, TemplatedLLMJudge
 
 PAIRWISE_FIELDS = {"prefix", "option_1", "option_2"}
 _CONCLUSION_RE = re.compile(r"conclusion[\s:*\-]*option[\s*]*([12])\b", re.IGNORECASE)
@@ -78,7 +77,7 @@ def _check_lengths(prefixes: Sequence[str], options_1: Sequence[str], options_2:
         )
 
 
-class LLMPairwiseJudge:
+class LLMPairwiseJudge(TemplatedLLMJudge):
     """Pairwise quality judge over an OpenAI-compatible endpoint.
 
     Example::
@@ -112,66 +111,43 @@ class LLMPairwiseJudge:
         client: OpenAICompatibleClient | None = None,
         invalid_log_path: str | Path | None = None,
     ):
-        if client is None and base_url is None:
-            raise ValueError(
-                "LLMPairwiseJudge needs base_url (one URL or a list) or an OpenAICompatibleClient"
-            )
-        self.client = client or OpenAICompatibleClient(
+        self._init_llm(
+            "LLMPairwiseJudge",
             base_url,
-            model=model,
-            max_concurrency=max_concurrency,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-            backoff_s=backoff_s,
+            client,
+            prompt,
+            PAIRWISE_FIELDS,
+            "pairwise judge template",
+            transport={
+                "model": model,
+                "max_concurrency": max_concurrency,
+                "timeout_s": timeout_s,
+                "max_retries": max_retries,
+                "backoff_s": backoff_s,
+            },
+            mode=mode,
+            sampling={"temperature": temperature, "top_p": top_p, **(request_extra or {})},
+            max_tokens=max_tokens,
+            max_field_chars=max_field_chars,
         )
-        self.template = load_prompt_template(prompt)
-        if self.template.fields != PAIRWISE_FIELDS:
-            raise ValueError(
-                f"pairwise judge template {self.template.name!r} must use exactly {sorted(PAIRWISE_FIELDS)}, "
-                f"uses {sorted(self.template.fields)}"
-            )
-        self.mode = mode
-        self.sampling = {"temperature": temperature, "top_p": top_p, **(request_extra or {})}
-        self.max_tokens, self.max_field_chars = max_tokens, max_field_chars
         self.stats = JudgeStats(invalid_log_path=invalid_log_path)
 
-    def verdict_from_result(self, result: GenerationResult) -> JudgeVerdict:
-        if not result.ok or result.text is None:
-            return JudgeVerdict.invalid(
-                f"call_failed: {result.error}", raw=result.text, latency_s=result.latency_s
-            )
-        winner, error = parse_pairwise_conclusion(result.text)
-        if error is not None:
-            return JudgeVerdict.invalid(error, raw=result.text, latency_s=result.latency_s)
-        return JudgeVerdict(score=float(winner), raw=result.text, latency_s=result.latency_s)
+    def parse_reply(self, text: str) -> tuple[float | None, str | None]:
+        return parse_pairwise_conclusion(text)
 
     async def ajudge_pairs(
         self, prefixes: Sequence[str], options_1: Sequence[str], options_2: Sequence[str]
     ) -> list[JudgeVerdict]:
         _check_lengths(prefixes, options_1, options_2)
-        cap = self.max_field_chars
         items = [
-            {"prefix": clip(p, cap), "option_1": clip(a, cap), "option_2": clip(b, cap)}
-            for p, a, b in zip(prefixes, options_1, options_2)
+            {"prefix": p, "option_1": a, "option_2": b} for p, a, b in zip(prefixes, options_1, options_2)
         ]
-        results = await batch_generate(
-            self.client, self.template, items, mode=self.mode, max_tokens=self.max_tokens, **self.sampling
-        )
-        verdicts = [self.verdict_from_result(r) for r in results]
-        for index, verdict in enumerate(verdicts):
-            self.stats.record(verdict, {"index": index, "option_1": items[index]["option_1"][:200]})
-        return verdicts
+        return await self._judge_items(items, {"option_1": 200})
 
     def judge_pairs(
         self, prefixes: Sequence[str], options_1: Sequence[str], options_2: Sequence[str]
     ) -> list[JudgeVerdict]:
-        async def judge_then_close() -> list[JudgeVerdict]:
-            try:  # each sync call has its own event loop: close the pool with it
-                return await self.ajudge_pairs(prefixes, options_1, options_2)
-            finally:
-                await self.client.aclose()
-
-        return run_sync(judge_then_close())
+        return self._run_and_close(lambda: self.ajudge_pairs(prefixes, options_1, options_2))
 
 
 class LikelihoodPairwiseJudge:
@@ -286,7 +262,7 @@ class LikelihoodPairwiseJudge:
         return verdicts
 
 
-class LLMSafetyJudge(PointwiseRewardFunc):
+class LLMSafetyJudge(TemplatedLLMJudge, PointwiseRewardFunc):
     """Pointwise safety rubric on the candidate alone: ``{"score": 1}`` safe / ``{"score": 0}`` unsafe.
 
     A TRL reward function (``None`` = invalid). Unlike the other pointwise judges it needs no reference
@@ -312,53 +288,34 @@ class LLMSafetyJudge(PointwiseRewardFunc):
         client: OpenAICompatibleClient | None = None,
     ):
         super().__init__()
-        if client is None and base_url is None:
-            raise ValueError("LLMSafetyJudge needs base_url (one URL or a list) or an OpenAICompatibleClient")
-        self.client = client or OpenAICompatibleClient(
+        self._init_llm(
+            "LLMSafetyJudge",
             base_url,
-            model=model,
-            max_concurrency=max_concurrency,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
+            client,
+            prompt,
+            {"candidate"},
+            "safety template",
+            transport={
+                "model": model,
+                "max_concurrency": max_concurrency,
+                "timeout_s": timeout_s,
+                "max_retries": max_retries,
+            },
+            mode=mode,
+            sampling={"temperature": temperature, **(request_extra or {})},
+            max_tokens=max_tokens,
+            max_field_chars=max_field_chars,
+            show_used_fields=False,
         )
-        self.template = load_prompt_template(prompt)
-        if self.template.fields != {"candidate"}:
-            raise ValueError(f"safety template {self.template.name!r} must use exactly ['candidate']")
-        self.mode, self.max_tokens, self.max_field_chars = mode, max_tokens, max_field_chars
-        self.sampling = {"temperature": temperature, **(request_extra or {})}
 
-    def verdict_from_result(self, result: GenerationResult) -> JudgeVerdict:
-        if not result.ok or result.text is None:
-            return JudgeVerdict.invalid(
-                f"call_failed: {result.error}", raw=result.text, latency_s=result.latency_s
-            )
-        score, error = parse_json_field(result.text, "score", (0, 1))
-        if error is not None:
-            return JudgeVerdict.invalid(error, raw=result.text, latency_s=result.latency_s)
-        return JudgeVerdict(score=float(score), raw=result.text, latency_s=result.latency_s)
+    def parse_reply(self, text: str) -> tuple[float | None, str | None]:
+        return parse_json_field(text, "score", (0, 1))
 
     def judge(
         self, prefixes: Sequence[str], candidates: Sequence[str], references: Sequence[str] | None = None
     ) -> list[JudgeVerdict]:
-        items = [{"candidate": clip(c, self.max_field_chars)} for c in candidates]
-
-        async def judge_then_close() -> list[GenerationResult]:
-            try:
-                return await batch_generate(
-                    self.client,
-                    self.template,
-                    items,
-                    mode=self.mode,
-                    max_tokens=self.max_tokens,
-                    **self.sampling,
-                )
-            finally:
-                await self.client.aclose()
-
-        verdicts = [self.verdict_from_result(r) for r in run_sync(judge_then_close())]
-        for index, verdict in enumerate(verdicts):
-            self.stats.record(verdict, {"index": index, "candidate": items[index]["candidate"][:300]})
-        return verdicts
+        items = [{"candidate": c} for c in candidates]
+        return self._run_and_close(lambda: self._judge_items(items, {"candidate": 300}))
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
