@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "checkpoint": str(final_dir),
                 "start_model": model_path,
                 "train_rows": len(train_dataset),
+                "judge": args.judge,
+                "judge_model": args.judge_model if args.judge == "llm" else None,
                 "prefixes_per_step": args.per_device_train_batch_size
                 * args.gradient_accumulation_steps
                 * world,
