@@ -21,7 +21,7 @@ from eval.continuation import summarize as summarize_continuation
 from eval.results import SampleStore
 from eval.results_page import render_page
 from eval.thought_rollouts import sample_row, write_summary
-from trl_ext.callbacks import MetricsJsonCallback, column_last, column_mean
+from trl_ext.callbacks import MetricsJsonCallback
 from trl_ext.data.rows import RowFileError, append_row
 
 TINY = "/cache/trl_ext/tiny-qwen3"  # the embedded model's directory name marks a pipeline check
@@ -102,20 +102,9 @@ def write_rlmt(outputs: Path, arm: str, rewards: list[float], start: str):
 
 
 def write_phase3(outputs: Path):
-    # The summary columns SelfImprovingOnlineDPOTrainer registers (trl_ext/trainers/online_dpo.py).
-    summary = {
-        k: column_mean(k)
-        for k in (
-            "chosen_is_rollout_rate",
-            "rollout_pointwise_mean",
-            "pivot_pointwise_mean",
-            "judge_invalid_rate",
-        )
-    }
-    summary |= {
-        "final_chosen_is_rollout_rate": column_last("chosen_is_rollout_rate"),
-        "tokens_seen": column_last("tokens_seen"),
-    }
+    from trl_ext.trainers.online_dpo import phase3_summary_columns
+
+    summary = phase3_summary_columns()  # the columns SelfImprovingOnlineDPOTrainer registers
     history = [
         {"chosen_is_rollout_rate": 0.5, "rollout_pointwise_mean": 0.25, "pivot_pointwise_mean": 0.75,
          "judge_invalid_rate": 0.0, "tokens_seen": 1000},

@@ -41,6 +41,7 @@ from transformers import GenerationConfig
 from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 from trl.models import unwrap_model_for_generation
 
+from trl_ext.callbacks import MetricsJsonCallback, ThroughputMemoryCallback, column_last, column_mean
 from trl_ext.client import wait_until_ready
 from trl_ext.judges.base import JudgeVerdict
 from trl_ext.judges.pairwise import LikelihoodPairwiseJudge, LLMPairwiseJudge, PairwiseJudge, winner_of
@@ -60,6 +61,15 @@ from trl_ext.pairing import (
 from trl_ext.rollout import cut_at_stop, left_pad
 
 logger = logging.getLogger(__name__)
+
+
+def phase3_summary_columns() -> dict:
+    """``metrics.json`` summary columns of a phase3 run (means over logged steps, plus final values)."""
+    means = ("chosen_is_rollout_rate", "rollout_pointwise_mean", "pivot_pointwise_mean", "judge_invalid_rate")
+    return {key: column_mean(key) for key in means} | {
+        "final_chosen_is_rollout_rate": column_last("chosen_is_rollout_rate"),
+        "tokens_seen": column_last("tokens_seen"),
+    }
 
 
 @dataclass
@@ -353,24 +363,10 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
             else None
         )
         # Throughput/memory first: it annotates each log record before metrics.json copies it.
-        from trl_ext.callbacks import MetricsJsonCallback, ThroughputMemoryCallback, column_last, column_mean
-
         self.add_callback(ThroughputMemoryCallback())
         self.metrics_callback: MetricsJsonCallback | None = None
         if args.metrics_json and self.accelerator.is_main_process:
-            summary = {
-                k: column_mean(k)
-                for k in (
-                    "chosen_is_rollout_rate",
-                    "rollout_pointwise_mean",
-                    "pivot_pointwise_mean",
-                    "judge_invalid_rate",
-                )
-            }
-            summary |= {
-                "final_chosen_is_rollout_rate": column_last("chosen_is_rollout_rate"),
-                "tokens_seen": column_last("tokens_seen"),
-            }
+            summary = phase3_summary_columns()
             extra = {
                 "judge_calls_per_prefix": self.judge_calls_per_prefix,
                 "pool_size": len(self._pool_kinds),
