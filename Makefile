@@ -86,7 +86,11 @@ test-fast: assets
 eval: assets
 	$(PYTHON) -m eval suite --arm $(ARM) --outputs $(OUT) --out $(OUT)/eval $(EVAL_ARGS)
 
+# Performance tables (ratios are measured within one run; absolute numbers depend on the machine).
 bench: assets
+	$(PYTHON) bench/bench_two_stage_rollout.py --k 4 --repeats 2  # CPU-sized; defaults are K=16
+	$(PYTHON) bench/bench_logprobs.py --prefix-len 128
+	$(PYTHON) bench/bench_judge_throughput.py --calls 64
 	$(PYTHON) bench/bench_graders.py
 	$(PYTHON) bench/bench_client.py
 

@@ -86,7 +86,12 @@ class JudgeStats:
         self.reasons[reason] += 1
         record = {"time": time.time(), "error": verdict.error, "raw": verdict.raw, **(context or {})}
         self.recent_invalid.append(record)
-        logger.warning("invalid judge verdict (%s); raw reply: %r", verdict.error, (verdict.raw or "")[:500])
+        # A dead or confused judge produces thousands of identical failures per step: warn on the
+        # first of each kind and then every 100th; every record still goes to invalid_log_path.
+        count = self.reasons[reason]
+        level = logging.WARNING if count == 1 or count % 100 == 0 else logging.DEBUG
+        logger.log(level, "invalid judge verdict #%d of kind %r (%s); raw reply: %r", count, reason,
+                   verdict.error, (verdict.raw or "")[:500])  # fmt: skip
         if self.invalid_log_path is not None:
             append_row(self.invalid_log_path, record)
 
