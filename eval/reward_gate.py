@@ -380,9 +380,33 @@ def run(args: argparse.Namespace) -> int:
     write_summary(out, summary)
     table = render_table(summary)
     (out / "summary.md").write_text(table + "\n")
+    plot = plot_reward_distribution({arm: prefix_mean_rewards(r) for arm, r in records_by_arm.items()}, out)
     print(table)
-    print(f"summary: {out / 'summary.json'} (+ summary.md)   samples: {out}/<arm>.samples.jsonl")
+    print(f"summary: {out / 'summary.json'} (+ summary.md, {plot.name})   samples: {out}/<arm>.samples.jsonl")
     return 0 if summary["complete"] else 3
+
+
+def plot_reward_distribution(prefix_means: Mapping[str, Mapping[str, float]], out: Path) -> Path:
+    """Histogram of per-prefix mean reward per arm: where the gate's reward mass sits (all-zero
+    groups at 0, mixed groups in between) is what the mean alone hides."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    arms = sorted(prefix_means)
+    ax.hist([list(prefix_means[arm].values()) for arm in arms], bins=np.linspace(0, 1, 11), label=arms)
+    ax.set_xlabel("per-prefix mean reward")
+    ax.set_ylabel("prefixes")
+    ax.set_title("Reward gate: distribution of per-prefix mean reward")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "reward_distribution.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _fmt(value: Any) -> str:

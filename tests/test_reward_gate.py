@@ -197,6 +197,7 @@ def test_reward_gate_end_to_end_resume_and_config_guard(tmp_path, heldout_rows, 
     assert summary["complete"] and summary["config"]["judge"]["kind"] == "offline"
     assert list(summary["comparisons"]) == ["think_phase3_minus_think_base"]
     assert "| think_phase3_minus_think_base |" in (out / "summary.md").read_text()
+    assert (out / "reward_distribution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary["headline"]["phase3_arm"] == "think_phase3" and summary["headline"]["shared_prefixes"] == 3
     assert set(summary["go_no_go"]) == {
         "reward_validity_ok", "variance_ok", "phase3_more_reward_separable", "phase3_higher_mean_reward",
