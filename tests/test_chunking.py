@@ -1,4 +1,4 @@
-"""METHOD.md §1 chunking invariants and split stability on the real corpus and tokenizer."""
+"""docs/method.md §1 chunking invariants and split stability on the real corpus and tokenizer."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""RL rows from interleaved-thinking rows (METHOD.md §4) with the real Qwen3 tokenizer."""
+"""RL rows from interleaved-thinking rows (docs/method.md §4) with the real Qwen3 tokenizer."""
 
 import json
 

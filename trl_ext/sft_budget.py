@@ -1,4 +1,4 @@
-"""Token-budget matching between SFT arms (METHOD.md §3).
+"""Token-budget matching between SFT arms (docs/method.md §3).
 
 The ``raw_base`` control trains on the same rows as the thinking arms but without thoughts, so
 each of its sequences is shorter. Giving it the same number of optimizer steps would give it

@@ -1,4 +1,4 @@
-"""Validation metrics of the thinking SFT arms (METHOD.md §3), as a callback for any HF/TRL trainer.
+"""Validation metrics of the thinking SFT arms (docs/method.md §3), as a callback for any HF/TRL trainer.
 
 Logged through the trainer's own ``log`` (so ``report_to`` backends and ``metrics.json`` get them):
 

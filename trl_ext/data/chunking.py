@@ -1,4 +1,4 @@
-"""Prefix/suffix examples from raw documents (METHOD.md §1).
+"""Prefix/suffix examples from raw documents (docs/method.md §1).
 
 One example per document: the first 384 tokens are the prefix, the next 128 the original
 suffix. Ids hash the source id and the text, and the train/val split is a hash bucket of the
@@ -29,7 +29,7 @@ DOCUMENT_SCHEMA = RowSchema(name="document", fields={"source_id": str, "text": s
 
 @dataclass(frozen=True)
 class ChunkConfig:
-    """Numbers from METHOD.md §1; every one is a config choice."""
+    """Numbers from docs/method.md §1; every one is a config choice."""
 
     min_source_tokens: int = 640
     prefix_tokens: int = 384

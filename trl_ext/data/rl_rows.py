@@ -1,4 +1,4 @@
-"""RLMT rows from interleaved-thinking rows (METHOD.md §4, REFERENCE_RUN.md §4).
+"""RLMT rows from interleaved-thinking rows (docs/method.md §4, docs/reference_run.md §4).
 
 For each thinking row, take the **first** teacher thought that has at least ``min_before_tokens``
 tokens of text before it and at least ``min_after_tokens`` tokens of raw text after it (later
@@ -54,7 +54,7 @@ RL_ROW_SCHEMA = RowSchema(
 
 @dataclass(frozen=True)
 class RLRowConfig:
-    """Numbers from METHOD.md §4; every one is a CLI flag."""
+    """Numbers from docs/method.md §4; every one is a CLI flag."""
 
     min_before_tokens: int = 128
     min_after_tokens: int = 64

@@ -1,4 +1,4 @@
-"""Disjoint SFT / RL / held-out partitions by ``source_sha`` (METHOD.md §3).
+"""Disjoint SFT / RL / held-out partitions by ``source_sha`` (docs/method.md §3).
 
 The reference run let RL prefixes overlap the SFT rows, so RL "improvements" could be memorised
 text. Here a document's partition is a hash bucket of ``salt + source_sha``: every row of a
