@@ -1,7 +1,13 @@
 """The shared OpenAI-compatible client against a real local server and injected faults."""
 
 import asyncio
+import copy
+import json
+import pickle
+import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fault_server import Fault
@@ -86,3 +92,95 @@ def test_wait_until_ready_names_what_it_saw(fault_server):
     wait_until_ready(url, "default", timeout_s=5)
     with pytest.raises(TimeoutError, match="not 'other'"):
         wait_until_ready(url, "other", timeout_s=1, poll_s=0.2)
+
+
+def _dead_url() -> str:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_wait_until_ready_on_a_dead_port_fails_fast_naming_the_url(fault_server):
+    dead = _dead_url()
+    start = time.perf_counter()
+    with pytest.raises(
+        TimeoutError, match=f"server at {dead} not ready.*ConnectError.*Is the server running"
+    ):
+        wait_until_ready(dead + "/v1", timeout_s=0.3, poll_s=0.1)
+    assert time.perf_counter() - start < 3.0
+    # All of a client's endpoints share one deadline; the error names the one that is down.
+    client = OpenAICompatibleClient([fault_server([Fault("ok")]), dead])
+    with pytest.raises(TimeoutError, match=f"server at {dead} not ready"):
+        client.wait_until_ready(timeout_s=0.5, poll_s=0.1)
+
+
+def test_finish_reason_comes_back_with_the_text(fault_server):
+    url = fault_server(
+        [Fault("ok", text="cut mid", finish_reason="length"), Fault("ok", text="done", finish_reason="stop")]
+    )
+    client = OpenAICompatibleClient(url, max_retries=0)
+    with client:
+        cut = client.run(client.complete("x", max_tokens=2))
+        done = client.run(client.chat([{"role": "user", "content": "x"}], max_tokens=2))
+    assert (cut.text, cut.finish_reason) == ("cut mid", "length")
+    assert (done.text, done.finish_reason) == ("done", "stop")
+
+
+def test_no_content_because_the_limit_cut_the_reasoning_is_a_truncated_reply():
+    """A server with a reasoning parser returns ``content: null`` when max_tokens ends the reasoning:
+    that is an (empty) reply cut by the limit, not a malformed body to retry."""
+    body = {
+        "choices": [{"message": {"content": None, "reasoning_content": "hmm"}, "finish_reason": "length"}]
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            payload = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = OpenAICompatibleClient(f"http://127.0.0.1:{server.server_address[1]}", max_retries=2)
+        result = client.run(client.chat([{"role": "user", "content": "x"}], max_tokens=2))
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.ok and result.text == "" and result.finish_reason == "length" and result.attempts == 1
+
+
+def test_sync_calls_share_one_loop_and_one_pool(fault_server):
+    url = fault_server([Fault("ok", text="a")])
+    client = OpenAICompatibleClient(url, max_concurrency=3)
+
+    async def fan_out():
+        return await asyncio.gather(*[client.complete("x", max_tokens=1) for _ in range(3)])
+
+    pools = []
+    for _ in range(4):  # e.g. four trainer steps
+        assert all(r.ok for r in client.run(fan_out()))
+        pools.append(client.pool)
+    assert pools[0] is not None and all(p is pools[0] for p in pools) and client.stats.pools_opened == 1
+    for copied in (copy.deepcopy(client), pickle.loads(pickle.dumps(client))):  # threads are not copied
+        assert copied.pool is None and copied.run(copied.complete("x", max_tokens=1)).ok
+        assert copied.pool is not pools[0]
+        copied.close()
+    client.close()
+    assert pools[0].is_closed and client.pool is None
+    client.close()  # idempotent
+
+    async def own_loop():  # async users keep their own loop's pool and close it themselves
+        result = await client.complete("x", max_tokens=1)
+        await client.aclose()
+        return result
+
+    assert run(own_loop()).ok and client.stats.pools_opened == 2

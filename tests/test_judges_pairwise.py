@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fault_server import Fault
 
@@ -28,6 +30,9 @@ from trl_ext.pairing import plan_comparisons, pool_rng, score_pool
         ("I prefer Option 2.", None),  # no fixed conclusion line
         ("Conclusion: Option 3", None),
         ("", None),
+        # an unclosed reasoning block is the judge thinking aloud, not a verdict (old code: option 1)
+        ("<think>Both read well. Conclusion: Option 1 would be wrong because", None),
+        ("Option 2 is fine.</think>Conclusion: Option 2", 2),  # the template opened the block
     ],
 )
 def test_parse_conclusion(reply, expected):
@@ -69,6 +74,37 @@ def test_injected_faults_become_invalid_never_a_winner(fault_server):
         sent["messages"][0]["role"] == "user" and "Option 1:\n<<<\na\n>>>" in sent["messages"][0]["content"]
     )
     assert sent["temperature"] == 0.7 and sent["top_p"] == 0.6
+
+
+def test_truncated_and_unclosed_replies_are_invalid_and_logged(fault_server, tmp_path):
+    url = fault_server(
+        [
+            Fault("ok", text="<think>Both read well. Conclusion: Option 1 would be", finish_reason="length"),
+            Fault("ok", text="Option 1 is clearer.\nConclusion: Option 1\nBut", finish_reason="length"),
+            Fault("ok", text="<think>Both read well. Conclusion: Option 1 would be wrong"),
+            Fault("ok", text="Conclusion: Option 2"),
+        ]
+    )
+    log = tmp_path / "pairwise_invalid.jsonl"
+    judge = _judge(url, max_retries=0, invalid_log_path=log)
+    verdicts = judge.judge_pairs(["p"] * 4, ["a"] * 4, ["b"] * 4)
+    assert [winner_of(v) for v in verdicts] == [None, None, None, 2]
+    assert [v.reason for v in verdicts] == ["truncated", "truncated", "unclosed_reasoning", None]
+    assert judge.stats.reasons == {"truncated": 2, "unclosed_reasoning": 1}
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["reason"], r["raw"], r["index"]) for r in logged] == [
+        (v.reason, v.raw, i) for i, v in enumerate(verdicts[:3])
+    ]
+    assert all(r["option_1"] == "a" and r["judge"] == "pairwise_quality" for r in logged)
+
+
+def test_prefix_keeps_its_end_and_options_their_start(fault_server):
+    url = fault_server([Fault("ok", text="Conclusion: Option 1")])
+    judge = _judge(url, max_field_chars=8)
+    judge.judge_pairs(["x" * 40 + "PREFEND"], ["AAA" + "a" * 40], ["BBB" + "b" * 40])
+    prompt = fault_server.servers[0].requests[0]["messages"][-1]["content"]
+    assert "xPREFEND" in prompt and "xx" not in prompt  # old code sent the prefix's first 8 chars
+    assert "AAAaaaaa" in prompt and "a" * 6 not in prompt and "BBBbbbbb" in prompt and "b" * 6 not in prompt
 
 
 def test_timeout_and_truncated_json_are_invalid(fault_server):
@@ -129,13 +165,21 @@ def test_safety_and_factuality_rubrics(fault_server):
 @pytest.mark.slow
 def test_against_real_local_server(openai_server):
     """A real OpenAI-compatible server (transformers serve, tiny random model): requests succeed, the random
-    model's replies have no conclusion line, so every verdict is invalid with its raw reply kept."""
+    model's replies are cut at 8 tokens or have no conclusion line, so every verdict is invalid with its raw
+    reply kept. A client passed in is shared: the judge leaves closing it to its owner."""
     client = OpenAICompatibleClient(openai_server, max_concurrency=4, timeout_s=120)
     judge = LLMPairwiseJudge(client=client, max_tokens=8, temperature=0.0)
     verdicts = judge.judge_pairs(["The cat sat"] * 3, ["on the mat.", "down.", "still."], ["up.", "x", "y"])
     assert client.stats.succeeded == 3 and client.stats.failed == 0
-    assert all(v.score is None and v.error.startswith("unparseable") and v.raw is not None for v in verdicts)
+    assert all(
+        v.score is None and v.reason in {"truncated", "unparseable"} and v.raw is not None for v in verdicts
+    )
     assert judge.stats.invalid == 3 and all(v.latency_s > 0 for v in verdicts)
+    pool = client.pool
+    judge.close()
+    assert client.pool is pool and not pool.is_closed
+    client.close()
+    assert pool.is_closed
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +211,8 @@ def test_likelihood_judge_has_no_position_or_pivot_preference(likelihood_judge):
         assert winner_of(f) in (1, 2) and winner_of(b) == 3 - winner_of(f)
     real_wins = sum(winner_of(v) == 1 for v in forward)
     assert 0 < real_wins < len(prefixes)  # neither "always the original" nor "never the original"
+    ties_before = likelihood_judge.stats.reasons["tie"]
     tie, empty = likelihood_judge.judge_pairs(["x", "x"], ["same text", ""], ["same text", "something"])
     assert tie.score is None and tie.error.startswith("tie")
     assert winner_of(empty) == 2
+    assert likelihood_judge.stats.reasons["tie"] == ties_before + 1  # ties are counted by reason

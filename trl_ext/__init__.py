@@ -19,6 +19,7 @@ _EXPORTS = {
     "PairwiseJudge": "trl_ext.judges.pairwise",
     "LLMPairwiseJudge": "trl_ext.judges.pairwise",
     "LikelihoodPairwiseJudge": "trl_ext.judges.pairwise",
+    "JudgeStatsCallback": "trl_ext.judges.stats",
     "ThinkingGRPOConfig": "trl_ext.trainers.grpo",
     "ThinkingGRPOTrainer": "trl_ext.trainers.grpo",
     "SelfImprovingOnlineDPOConfig": "trl_ext.trainers.online_dpo",

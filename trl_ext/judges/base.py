@@ -8,7 +8,8 @@
 * :class:`PromptTemplate` / :func:`load_prompt_template` — templates shipped as package data
   (``trl_ext/judges/prompts/*.txt``) or given as a path, with ``{{field}}`` placeholders that
   must all be filled (a typo in a field name is an error, not an empty string in the prompt).
-* :func:`parse_json_field` — strict parsing of a ``{"score": 1}``-style reply.
+* :func:`answer_text` / :func:`parse_json_field` — a reply's answer outside any reasoning block
+  (an unclosed block is invalid, never read), and strict parsing of a ``{"score": 1}``-style reply.
 * :class:`PointwiseRewardFunc` — adapts a pointwise judge ``(prefix, candidate, reference) →
   score | invalid`` to TRL's reward-function convention; invalid becomes ``None``, which TRL
   turns into NaN and excludes.
@@ -43,12 +44,19 @@ class JudgeVerdict:
 
     score: float | None
     raw: str | None = None  # the judge's reply text, kept for audit of invalid verdicts
-    error: str | None = None  # why it is invalid: "call_failed: …", "unparseable: …"
+    # Why it is invalid, "<reason>: <detail>"; reasons: call_failed, truncated, unclosed_reasoning,
+    # unparseable (LLM judges), tie (likelihood judge).
+    error: str | None = None
     latency_s: float = 0.0
 
     @property
     def valid(self) -> bool:
         return self.score is not None
+
+    @property
+    def reason(self) -> str | None:
+        """The invalid reason without its detail (the key counted in :class:`JudgeStats`)."""
+        return None if self.error is None else self.error.split(":")[0]
 
     @classmethod
     def invalid(cls, error: str, raw: str | None = None, latency_s: float = 0.0) -> JudgeVerdict:
@@ -57,7 +65,11 @@ class JudgeVerdict:
 
 @dataclass
 class JudgeStats:
-    """Running invalid accounting for one judge (thread-unsafe by design: one trainer, one judge)."""
+    """Running invalid accounting for one judge (thread-unsafe by design: one trainer, one judge).
+
+    The counters survive resume through :meth:`state_dict` / :meth:`load_state_dict`, which
+    :class:`trl_ext.judges.stats.JudgeStatsCallback` saves with every checkpoint.
+    """
 
     calls: int = 0
     valid: int = 0
@@ -82,9 +94,15 @@ class JudgeStats:
             self.valid += 1
             return
         self.invalid += 1
-        reason = (verdict.error or "unknown").split(":")[0]
+        reason = verdict.reason or "unknown"
         self.reasons[reason] += 1
-        record = {"time": time.time(), "error": verdict.error, "raw": verdict.raw, **(context or {})}
+        record = {
+            "time": time.time(),
+            "reason": reason,
+            "error": verdict.error,
+            "raw": verdict.raw,
+            **(context or {}),
+        }
         self.recent_invalid.append(record)
         # A dead or confused judge produces thousands of identical failures per step: warn on the
         # first of each kind and then every 100th; every record still goes to invalid_log_path.
@@ -103,6 +121,40 @@ class JudgeStats:
             "invalid_rate": self.invalid_rate,
             "mean_latency_s": self.mean_latency_s,
             "invalid_reasons": dict(self.reasons),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counters (JSON-safe); the recent raw replies are not state (they are in the invalid log)."""
+        return {
+            "calls": self.calls,
+            "valid": self.valid,
+            "invalid": self.invalid,
+            "reasons": dict(self.reasons),
+            "latency_s_total": self.latency_s_total,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Set the counters to a saved :meth:`state_dict` (replaces, never adds: a resumed run
+        re-judges nothing that was counted before its checkpoint)."""
+        missing = {"calls", "valid", "invalid", "reasons", "latency_s_total"} - state.keys()
+        if missing:
+            raise KeyError(f"judge stats state lacks {sorted(missing)}; got keys {sorted(state)}")
+        self.calls, self.valid, self.invalid = int(state["calls"]), int(state["valid"]), int(state["invalid"])
+        self.reasons = Counter({str(k): int(v) for k, v in state["reasons"].items()})
+        self.latency_s_total = float(state["latency_s_total"])
+
+    @staticmethod
+    def sum_states(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """One state with the counters of several (e.g. one per rank) added up."""
+        reasons: Counter = Counter()
+        for state in states:
+            reasons.update(state["reasons"])
+        return {
+            "calls": sum(s["calls"] for s in states),
+            "valid": sum(s["valid"] for s in states),
+            "invalid": sum(s["invalid"] for s in states),
+            "reasons": dict(reasons),
+            "latency_s_total": sum(s["latency_s_total"] for s in states),
         }
 
 
@@ -184,16 +236,37 @@ def load_prompt_template(name_or_path: str | Path, package: str = PROMPTS_PACKAG
     return parse_template(resource.read_text(encoding="utf-8"), name=str(name_or_path))
 
 
-_THINK_BLOCK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
+# Reasoning blocks judges emit before their answer: <think> (Qwen3, DeepSeek-R1), <thinking>, <reasoning>.
+REASONING_TAGS = ("think", "thinking", "reasoning")
 _JSON_OBJECT_RE = re.compile(r"\{[^{}]*\}")
 
 
+def answer_text(reply: str, tags: Sequence[str] = REASONING_TAGS) -> tuple[str | None, str | None]:
+    """The part of a judge reply that is its answer: ``(text, None)``, or ``(None, reason)`` when an
+    answer cannot be told from reasoning.
+
+    Closed ``<tag>…</tag>`` blocks are dropped. A close tag with no open tag (the chat template opened
+    the block) drops everything before it. An open tag that is never closed is invalid
+    (``unclosed_reasoning``): whatever follows it is the judge thinking aloud — "Conclusion: Option 1
+    would be wrong…" — not a verdict.
+    """
+    text = reply
+    for tag in tags:
+        open_re = re.compile(rf"<{tag}>", re.IGNORECASE)
+        close_re = re.compile(rf"</{tag}>", re.IGNORECASE)
+        text = re.sub(rf"<{tag}>.*?</{tag}>", "", text, flags=re.DOTALL | re.IGNORECASE)
+        closes = list(close_re.finditer(text))
+        if closes:  # an unopened block: keep what follows the last close
+            text = text[closes[-1].end() :]
+        if open_re.search(text):
+            return None, f"unclosed_reasoning: <{tag}> is never closed, so no answer can be read"
+    return text, None
+
+
 def strip_reasoning(reply: str) -> str:
-    """Drop a reasoning judge's ``<think>…</think>`` blocks before parsing its conclusion."""
-    reply = _THINK_BLOCK_RE.sub("", reply)
-    if "</think>" in reply:  # an unopened block (template opened it): keep what follows the close
-        reply = reply.rsplit("</think>", 1)[1]
-    return reply
+    """The reply without reasoning blocks; ``""`` when a block is never closed (nothing is an answer)."""
+    text, _ = answer_text(reply)
+    return text or ""
 
 
 def parse_json_field(reply: str, key: str, allowed: Sequence[Any]) -> tuple[Any | None, str | None]:
@@ -201,10 +274,12 @@ def parse_json_field(reply: str, key: str, allowed: Sequence[Any]) -> tuple[Any 
 
     The reply must contain at least one JSON object with ``key``; every such object must agree;
     the value must be one of ``allowed`` (ints/floats compare numerically, bools are rejected).
-    Anything else — no object, broken JSON, a value out of range, two different answers — is
-    invalid: guessing would put judge noise into the reward.
+    Anything else — no object, broken JSON, a value out of range, two different answers, an answer
+    inside an unclosed reasoning block — is invalid: guessing would put judge noise into the reward.
     """
-    text = strip_reasoning(reply)
+    text, error = answer_text(reply)
+    if text is None:
+        return None, error
     found: list[Any] = []
     for match in _JSON_OBJECT_RE.finditer(text):
         try:

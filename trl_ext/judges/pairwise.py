@@ -30,9 +30,9 @@ from trl_ext.judges.base import (
     JudgeStats,
     JudgeVerdict,
     PointwiseRewardFunc,
+    answer_text,
     completion_text,
     parse_json_field,
-    strip_reasoning,
 )
 from trl_ext.judges.llm import LLMJudge, RequestMode, TemplatedLLMJudge
 
@@ -43,11 +43,15 @@ _CONCLUSION_RE = re.compile(r"conclusion[\s:*\-]*option[\s*]*([12])\b", re.IGNOR
 def parse_pairwise_conclusion(reply: str | None) -> tuple[int | None, str | None]:
     """``(1 | 2, None)`` from the reply's ``Conclusion: Option N`` lines, else ``(None, reason)``.
 
-    Reasoning blocks are dropped first. Several conclusions that disagree are invalid, not "the last one".
+    Reasoning blocks are dropped first; a conclusion inside an unclosed one is invalid. Several conclusions
+    that disagree are invalid, not "the last one".
     """
     if not reply:
         return None, "unparseable: empty reply"
-    found = {int(m) for m in _CONCLUSION_RE.findall(strip_reasoning(reply))}
+    text, error = answer_text(reply)
+    if text is None:
+        return None, error
+    found = {int(m) for m in _CONCLUSION_RE.findall(text)}
     if not found:
         return None, "unparseable: no 'Conclusion: Option 1|2' line"
     if len(found) > 1:
@@ -88,8 +92,11 @@ class LLMPairwiseJudge(TemplatedLLMJudge):
 
     Args mirror :class:`~trl_ext.judges.llm.LLMJudge`: ``prompt`` is a packaged template name or a
     file with ``{{prefix}}``, ``{{option_1}}``, ``{{option_2}}``; sampling defaults follow the reference
-    run (T 0.7, top_p 0.6) with room for three sentences of reasons (``max_tokens=256``); pass
-    ``request_extra={"chat_template_kwargs": {"enable_thinking": False}}`` for a Qwen3 judge.
+    run (T 0.7, top_p 0.6) with room for three sentences of reasons (``max_tokens=256``; a reply cut by
+    it is invalid, ``truncated``); pass ``request_extra={"chat_template_kwargs": {"enable_thinking": False}}``
+    for a Qwen3 judge. The prefix keeps its last ``max_field_chars`` characters, each option its first.
+    ``invalid_log_path``: JSONL file to which every invalid verdict is appended with its reason and raw
+    reply. ``wait_until_ready(timeout_s)`` before training; ``close()`` (or ``with``) at the end.
     """
 
     def __init__(
@@ -129,8 +136,8 @@ class LLMPairwiseJudge(TemplatedLLMJudge):
             sampling={"temperature": temperature, "top_p": top_p, **(request_extra or {})},
             max_tokens=max_tokens,
             max_field_chars=max_field_chars,
+            invalid_log_path=invalid_log_path,
         )
-        self.stats = JudgeStats(invalid_log_path=invalid_log_path)
 
     def parse_reply(self, text: str) -> tuple[float | None, str | None]:
         return parse_pairwise_conclusion(text)
@@ -147,7 +154,7 @@ class LLMPairwiseJudge(TemplatedLLMJudge):
     def judge_pairs(
         self, prefixes: Sequence[str], options_1: Sequence[str], options_2: Sequence[str]
     ) -> list[JudgeVerdict]:
-        return self._run_and_close(lambda: self.ajudge_pairs(prefixes, options_1, options_2))
+        return self._run(lambda: self.ajudge_pairs(prefixes, options_1, options_2))
 
 
 class LikelihoodPairwiseJudge:
@@ -255,9 +262,7 @@ class LikelihoodPairwiseJudge:
                 verdict = JudgeVerdict.invalid("tie: equal scores", raw=raw, latency_s=latency)
             else:
                 verdict = JudgeVerdict(score=1.0 if sa > sb else 2.0, raw=raw, latency_s=latency)
-            self.stats.calls += 1
-            self.stats.valid += verdict.valid
-            self.stats.invalid += not verdict.valid
+            self.stats.record(verdict)
             verdicts.append(verdict)
         return verdicts
 
@@ -286,6 +291,7 @@ class LLMSafetyJudge(TemplatedLLMJudge, PointwiseRewardFunc):
         max_retries: int = 2,
         request_extra: dict[str, Any] | None = None,
         client: OpenAICompatibleClient | None = None,
+        invalid_log_path: str | Path | None = None,
     ):
         super().__init__()
         self._init_llm(
@@ -305,6 +311,7 @@ class LLMSafetyJudge(TemplatedLLMJudge, PointwiseRewardFunc):
             sampling={"temperature": temperature, **(request_extra or {})},
             max_tokens=max_tokens,
             max_field_chars=max_field_chars,
+            invalid_log_path=invalid_log_path,
             show_used_fields=False,
         )
 
@@ -315,7 +322,7 @@ class LLMSafetyJudge(TemplatedLLMJudge, PointwiseRewardFunc):
         self, prefixes: Sequence[str], candidates: Sequence[str], references: Sequence[str] | None = None
     ) -> list[JudgeVerdict]:
         items = [{"candidate": c} for c in candidates]
-        return self._run_and_close(lambda: self._judge_items(items, {"candidate": 300}))
+        return self._run(lambda: self._judge_items(items, {"candidate": 300}))
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
