@@ -45,7 +45,13 @@ def test_near_zero_needs_two_valid_scores_and_empty_groups_count_nowhere():
     assert m["near_zero_group_rate"] == 0  # a single valid score is not a zero-variance group
     assert m["all_one_group_rate"] == 0.5 and m["all_zero_group_rate"] == 0
     assert m["invalid_judge_rate"] == pytest.approx(4 / 5)
-    assert group_stats([])["reward_mean"] == 0.0
+    assert math.isnan(group_stats([])["reward_mean"])
+
+
+def test_a_step_without_a_valid_score_has_a_missing_reward_not_zero():
+    m = group_stats([group(None, None), group(None, None)])
+    assert math.isnan(m["reward_mean"]) and math.isnan(m["reward_std"])
+    assert m["invalid_judge_rate"] == 1.0 and m["all_zero_group_rate"] == 0
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""ThinkingGRPOTrainer on the tiny Qwen3 model: masking, suffix-only rewards, invalid verdicts,
-metrics files, non-finite loss, resume, LoRA. CPU only; budgets are tiny to stay fast."""
+"""ThinkingGRPOTrainer on the tiny Qwen3 model: masking, suffix-only rewards, TRL's None semantics, invalid
+verdicts, judge readiness and patience, precision, non-finite stops, resume, LoRA, and that it learns.
+CPU only; budgets are tiny to stay fast."""
 
 import inspect
 import json
@@ -11,15 +12,23 @@ import pytest
 import torch
 from datasets import Dataset
 from fault_server import Fault
-from transformers import AutoTokenizer
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_ext.data.rl_rows import RLRowConfig, build_rl_rows
 from trl_ext.group_metrics import alert_name
 from trl_ext.judges import LLMJudge, ReferenceOverlapJudge
-from trl_ext.trainers.grpo import NonFiniteLossError, ThinkingGRPOConfig, ThinkingGRPOTrainer
+from trl_ext.trainers.grpo import (
+    JudgeUnavailableError,
+    RLMTRunState,
+    ThinkingGRPOConfig,
+    ThinkingGRPOTrainer,
+)
+from trl_ext.training_guards import NonFiniteTrainingError
 
 CLOSE = 151668
+LEARN_STEPS, LEARN_LR = 12, 3e-3  # test_mean_reward_rises_with_a_learnable_reward
 K = 4
 
 
@@ -67,13 +76,14 @@ def make_args(tmp_path, **overrides):
         gradient_checkpointing=False,
         seed=7,
         dataloader_num_workers=0,
+        judge_ready_timeout_s=5,
     )
     return ThinkingGRPOConfig(**(values | overrides))
 
 
-def make_trainer(tmp_path, tiny_model_dir, tokenizer, dataset, reward_funcs=None, **overrides):
+def make_trainer(tmp_path, tiny_model_dir, tokenizer, dataset, reward_funcs=None, model=None, **overrides):
     return ThinkingGRPOTrainer(
-        model=str(tiny_model_dir),
+        model=model or str(tiny_model_dir),
         reward_funcs=reward_funcs or [ReferenceOverlapJudge(threshold=0.02)],
         args=make_args(tmp_path, **overrides),
         train_dataset=dataset,
@@ -93,6 +103,16 @@ def test_config_defaults_are_method_section_4():
     assert args.lr_scheduler_type == "cosine" and args.warmup_steps == 2 and args.top_p == 0.95
     assert args.gradient_accumulation_steps == 2 and args.generation_batch_size == 32  # 2 prefixes × 16
     assert args.complete_groups_only and not args.enforce_stop_conditions
+    assert args.max_completion_length == 48 + 128  # the Dr. GRPO budget, a plain config value
+    assert not args.train_on_autonomous_close and args.judge_failure_patience == 3
+    custom = ThinkingGRPOConfig(
+        output_dir="unused",
+        bf16=False,
+        use_cpu=True,
+        per_device_train_batch_size=16,
+        max_completion_length=100,
+    )
+    assert custom.max_completion_length == 100
     with pytest.raises(ValueError, match="split evenly"):
         ThinkingGRPOConfig(output_dir="unused", bf16=False, use_cpu=True, per_device_train_batch_size=12)
     with pytest.raises(ValueError, match="boundary_text"):
@@ -107,6 +127,8 @@ def test_trl_contract():
     ]  # fmt: skip
     assert "env_mask" in inspect.getsource(GRPOTrainer._generate)
     assert "self.max_completion_length" in inspect.getsource(GRPOTrainer._compute_loss)
+    assert 'inputs["num_items_in_batch"]' in inspect.getsource(GRPOTrainer._compute_loss)
+    assert "self.generation_kwargs = generation_kwargs" in inspect.getsource(GRPOTrainer.__init__)
     assert issubclass(ThinkingGRPOConfig, GRPOConfig) and issubclass(ThinkingGRPOTrainer, GRPOTrainer)
     for name, fld in ThinkingGRPOConfig.__dataclass_fields__.items():
         if name not in GRPOConfig.__dataclass_fields__:
@@ -246,6 +268,9 @@ def test_reward_functions_receive_exactly_the_suffix_and_files_are_written(
         assert name in logged[-1], name
     assert logged[0]["length_drift"] == 0.0
     assert 0 < logged[0]["autonomous_closed_think_rate"] <= 1
+    # The policy's own </think> is kept as sampled but gets loss weight 0 by default (docs/method.md §4).
+    closed = [r for rollouts in seen for r in rollouts if r.closed_by_model]
+    assert closed and all(r.loss_mask[len(r.thought_ids) - 1] == 0 for r in closed)
 
 
 def test_invalid_verdicts_are_counted_and_incomplete_groups_dropped(
@@ -254,7 +279,12 @@ def test_invalid_verdicts_are_counted_and_incomplete_groups_dropped(
     ok1, ok0 = Fault("ok", text='{"score": 1}'), Fault("ok", text='{"score": 0}')
     url = fault_server([ok1, ok0, ok1, ok0, Fault("ok", text="no verdict here"), ok1, Fault("http500"), ok1])
     judge = LLMJudge(url, max_concurrency=1, max_retries=0, backoff_s=0.0)
-    trainer = make_trainer(tmp_path, tiny_model_dir, tokenizer, rl_dataset, reward_funcs=[judge])
+
+    def zero(completions, **kwargs):  # a second reward function that scores every sample
+        return [0.0] * len(completions)
+
+    # The judge's verdict record marks its samples invalid even though another function scored them.
+    trainer = make_trainer(tmp_path, tiny_model_dir, tokenizer, rl_dataset, reward_funcs=[judge, zero])
     trainer.model.train()
     batch = trainer._generate_and_score_completions(group_inputs(rl_dataset))
     # group 0 complete and mixed; group 1 has two invalid verdicts → dropped from the update
@@ -277,20 +307,23 @@ def test_invalid_verdicts_are_counted_and_incomplete_groups_dropped(
     assert all(s["valid"] == (s["reward"] is not None) for s in samples)
 
 
-def test_non_finite_loss_stops_with_a_checkpoint(tmp_path, tiny_model_dir, tokenizer, rl_dataset):
-    trainer = make_trainer(tmp_path, tiny_model_dir, tokenizer, rl_dataset, max_steps=3)
-
-    def nan_in_training_forward(module, args, output):  # injected fault: only the graded forward
-        return output * float("nan") if torch.is_grad_enabled() else output
-
-    trainer.model.model.norm.register_forward_hook(nan_in_training_forward)
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* checkpoint saved to .*checkpoint-0"):
+@pytest.mark.slow  # three RL steps; the guard itself is tested fast in tests/test_training_guards.py
+def test_non_finite_gradient_norm_stops_before_a_bad_checkpoint(
+    tmp_path, tiny_model_dir, tokenizer, rl_dataset
+):
+    """The reported failure: lr 1e30 with weight decay gives a finite loss but a NaN gradient norm at step 2;
+    the optimizer used to write NaN weights into checkpoint-2 and step 3 crashed inside generate."""
+    trainer = make_trainer(
+        tmp_path, tiny_model_dir, tokenizer, rl_dataset, max_steps=3, learning_rate=1e30, weight_decay=0.1,
+        warmup_steps=0, save_strategy="steps", save_steps=1,
+    )  # fmt: skip
+    with pytest.raises(NonFiniteTrainingError, match=r"at step 2 .*Last good checkpoint: .*checkpoint-1"):
         trainer.train()
-    checkpoint = Path(trainer.args.output_dir) / "checkpoint-0"
-    assert (checkpoint / "model.safetensors").exists() and (checkpoint / "rlmt_state.json").exists()
-    assert json.loads((Path(trainer.args.output_dir) / "metrics.json").read_text())["stopped_reason"] == (
-        "non_finite_loss"
-    )
+    out = Path(trainer.args.output_dir)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    weights = load_file(out / "checkpoint-1" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert json.loads((out / "metrics.json").read_text())["stopped_reason"].startswith("non_finite")
 
 
 def test_enforced_stop_alert_stops_and_saves(tmp_path, tiny_model_dir, tokenizer, rl_dataset):
@@ -391,7 +424,7 @@ def run_recipe(tmp_path, rl_dataset, accelerate_config, *flags, recipe="rlmt_thi
     out = tmp_path / "arm"
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(repo / "recipes" / "accelerate" / accelerate_config),
+        "--config_file", str(repo / "recipes" / "accelerate" / accelerate_config), "--num_processes", "2",
         "--main_process_port", str(free_port()), str(repo / "recipes" / recipe),
         "--model_name_or_path", "embedded", "--judge", "offline", "--offline_threshold", "0.02",
         "--rl_rows", str(rows), "--output_dir", str(out), "--num_generations", str(K),
@@ -445,3 +478,188 @@ def test_prompts_get_an_open_think_tag(tmp_path, tiny_model_dir, tokenizer, rl_d
         ThinkingGRPOTrainer(model=str(tiny_model_dir), args=make_args(tmp_path), rollout_func=lambda p, t: {})
     with pytest.raises(TypeError, match="ThinkingGRPOConfig"):
         ThinkingGRPOTrainer(model=str(tiny_model_dir), args=GRPOConfig(output_dir=str(tmp_path), bf16=False))
+
+
+# --------------------------------------------------------------------------------- TRL faithfulness
+def test_none_from_one_reward_function_means_does_not_apply(tmp_path, tiny_model_dir, tokenizer, rl_dataset):
+    """Our version of TRL's ``test_train_multiple_reward_funcs_with_None_output`` (local model and rows):
+    one function scores every sample, one returns None ("does not apply"); every parameter must move."""
+
+    def applicable_reward_func(completions, **kwargs):
+        return [float(len(completion)) for completion in completions]
+
+    def non_applicable_reward_func(completions, **kwargs):
+        return [None] * len(completions)
+
+    trainer = make_trainer(
+        tmp_path, tiny_model_dir, tokenizer, rl_dataset, learning_rate=0.1, warmup_steps=0,
+        reward_funcs=[applicable_reward_func, non_applicable_reward_func],
+    )  # fmt: skip
+    previous = {n: p.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    assert trainer.state.log_history[-1]["train_loss"] is not None
+    for name, param in previous.items():
+        assert not torch.equal(param, trainer.model.get_parameter(name)), f"{name} has not changed"
+    logged = [h for h in trainer.state.log_history if "invalid_judge_rate" in h][-1]
+    assert logged["invalid_judge_rate"] == 0.0 and logged["kept_complete_group_rate"] == 1.0
+
+
+def test_dapo_counts_only_the_loss_tokens_of_kept_groups(
+    tmp_path, tiny_model_dir, tokenizer, rl_dataset, fault_server
+):
+    """dapo/cispo/vespo divide by TRL's ``num_items_in_batch``; after a group is dropped it must be
+    recounted, or the kept group's loss (and gradient) is silently scaled down."""
+    ok1, ok0 = Fault("ok", text='{"score": 1}'), Fault("ok", text='{"score": 0}')
+    url = fault_server([ok1, ok0, ok1, ok0, Fault("http500")])  # group 1 all invalid → dropped
+    judge = LLMJudge(url, max_concurrency=1, max_retries=0, backoff_s=0.0)
+    trainer = make_trainer(
+        tmp_path, tiny_model_dir, tokenizer, rl_dataset, reward_funcs=[judge], loss_type="dapo"
+    )
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions(group_inputs(rl_dataset))
+    kept_tokens = (batch["completion_mask"] * batch["tool_mask"])[:K].sum()
+    assert batch["tool_mask"][K:].sum() == 0 and batch["num_items_in_batch"] == kept_tokens > 0
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train's loop
+    alone = {k: v[:K] if torch.is_tensor(v) and v.dim() else v for k, v in batch.items()}
+    alone["num_items_in_batch"] = kept_tokens  # the kept group as its own batch
+    _, full = loss_and_grads(trainer, batch)
+    _, kept_only = loss_and_grads(trainer, alone)
+    assert sum(g.norm() for g in full.values()) > 0
+    for name, grad in full.items():  # the dropped group changes nothing, not even the scale
+        assert torch.allclose(grad, kept_only[name], rtol=1e-4, atol=1e-9), name
+
+
+def test_trl_generation_settings_reach_both_rollout_stages(tmp_path, tiny_model_dir, tokenizer, rl_dataset):
+    trainer = make_trainer(
+        tmp_path, tiny_model_dir, tokenizer, rl_dataset, cache_implementation="static", top_k=7, min_p=0.01,
+        repetition_penalty=1.3, temperature=0.9, generation_kwargs={"no_repeat_ngram_size": 3},
+    )  # fmt: skip
+    calls, generate = [], trainer.model.generate
+
+    def spy(*args, **kwargs):  # records the call, then runs the real generate
+        calls.append(kwargs)
+        return generate(*args, **kwargs)
+
+    trainer.model.generate = spy
+    trainer.model.train()
+    trainer._generate_and_score_completions(group_inputs(rl_dataset))
+    expected = {"cache_implementation": "static", "top_k": 7, "min_p": 0.01, "repetition_penalty": 1.3,
+                "temperature": 0.9, "no_repeat_ngram_size": 3, "do_sample": True}  # fmt: skip
+    assert len(calls) == 2
+    for call in calls:
+        assert {k: call.get(k) for k in expected} == expected
+    assert [c["max_new_tokens"] for c in calls] == [4, 6]
+
+
+# ---------------------------------------------------------------------------------------- precision
+def test_bf16_autocast_trains_fp32_weights(tmp_path, tiny_model_dir, tokenizer, rl_dataset):
+    """fp32 weights + ``bf16=True`` (autocast compute): one step at the METHOD learning rate 1e-7 moves almost
+    every weight, weights and AdamW state stay fp32, and the reference model runs under the same autocast as
+    the policy (KL exactly 0 at the first step, where policy == reference)."""
+
+    def even_share(completion_ids, **kwargs):  # a reward with signal in every group
+        return [sum(t % 2 == 0 for t in ids) / max(len(ids), 1) for ids in completion_ids]
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    trainer = make_trainer(
+        tmp_path, tiny_model_dir, tokenizer, rl_dataset, model=model, reward_funcs=[even_share], bf16=True,
+        learning_rate=1e-7, warmup_steps=0, beta=0.02,
+    )  # fmt: skip
+    assert trainer.accelerator.mixed_precision == "bf16" and trainer.ref_model is not None
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = total = 0
+    for name, param in trainer.model.named_parameters():
+        assert param.dtype == torch.float32, name
+        changed += (param.detach() != before[name]).sum().item()
+        total += param.numel()
+    assert changed / total > 0.95, changed / total
+    states = [s for s in trainer.optimizer.state.values() if s]
+    assert states and all(t.dtype == torch.float32 for s in states for k, t in s.items() if k != "step")
+    logged = [h for h in trainer.state.log_history if "kl" in h][-1]
+    assert logged["kl"] == 0.0
+
+
+def test_low_precision_trainable_weights_are_refused(tmp_path, tiny_model_dir, tokenizer, rl_dataset):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"torch.bfloat16.*Load the model in float32"):
+        make_trainer(tmp_path, tiny_model_dir, tokenizer, rl_dataset, model=model, bf16=True)
+
+
+# ----------------------------------------------------------------------------------- judge failures
+def test_dead_judge_url_fails_before_training(tmp_path, tiny_model_dir, tokenizer, rl_dataset):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    judge = LLMJudge(url, max_retries=0)
+    trainer = make_trainer(tmp_path, tiny_model_dir, tokenizer, rl_dataset, reward_funcs=[judge],
+                           judge_ready_timeout_s=1)  # fmt: skip
+    with pytest.raises(JudgeUnavailableError, match=rf"not ready: .*{url}"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_judge_failure_patience_stops_with_a_checkpoint_and_missing_rewards(
+    tmp_path, tiny_model_dir, tokenizer, rl_dataset, fault_server
+):
+    """A judge that answers /v1/models but fails every call: the steps have no reward (missing, not 0),
+    and after ``judge_failure_patience`` of them the run stops with a checkpoint and an error."""
+    judge = LLMJudge(fault_server([Fault("http500")]), max_retries=0, backoff_s=0.0)
+    trainer = make_trainer(
+        tmp_path, tiny_model_dir, tokenizer, rl_dataset, reward_funcs=[judge], max_steps=5,
+        judge_failure_patience=2,
+    )  # fmt: skip
+    with pytest.raises(JudgeUnavailableError, match=r"no valid judge verdict in 2 consecutive steps"):
+        trainer.train()
+    out = Path(trainer.args.output_dir)
+    assert trainer.state.global_step == 2 and (out / "checkpoint-2" / "model.safetensors").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stopped_reason"] == "judge_failure" and metrics["missing_reward_steps"] == 2
+    steps = [h for h in metrics["history"] if "invalid_judge_rate" in h]
+    assert len(steps) == 2 and not any("reward_mean" in h for h in steps)  # missing, not 0.0
+    assert metrics["avg_reward"] is None and metrics["invalid_judge"] == 1.0
+    stats = json.loads((out / "judge_stats.json").read_text())  # persisted with the checkpoint
+    assert stats["global_step"] == 2 and stats["judges"]["llm_judge"]["invalid"] == 2 * 2 * K
+
+
+def test_run_state_round_trips_through_a_checkpoint():
+    """Alert baselines and the missing-reward count are restored whether transformers rebuilds the
+    callback from its saved args or the live one reads its own saved state."""
+    from transformers import TrainerControl, TrainerState
+
+    state = RLMTRunState({"collapse_steps": 3})
+    state.tracker.length_drift(12.0)
+    state.tracker.collapse_streak, state.missing_reward_steps = 2, 1
+    state.stop("judge_failure", "x")
+    saved = json.loads(json.dumps(state.state()))  # as written into trainer_state.json
+    rebuilt = RLMTRunState(**saved["args"])  # Trainer._load_callback_state
+    for name, value in saved["attributes"].items():
+        setattr(rebuilt, name, value)
+    live = RLMTRunState({"collapse_steps": 3})
+    trainer_state = TrainerState(global_step=5, stateful_callbacks={"RLMTRunState": saved})
+    live.on_train_begin(None, trainer_state, TrainerControl())
+    for restored in (rebuilt, live):
+        assert restored.tracker.baseline_new_tokens == 12.0 and restored.tracker.collapse_streak == 2
+        assert restored.missing_reward_steps == 1 and restored.tracker.thresholds.collapse_steps == 3
+        assert restored.stop_reason is None  # a resume is a deliberate restart
+
+
+# ------------------------------------------------------------------------------------------ learning
+@pytest.mark.slow
+def test_mean_reward_rises_with_a_learnable_reward(tmp_path, tiny_model_dir, tokenizer):
+    """The trainer learns: with the share of even token ids in the suffix as the reward, the mean reward
+    of the last steps is clearly above the first step's. The tiny model is random (near-uniform over
+    152k tokens), so sampling is restricted to its top 8 tokens, among which evenness can be learned."""
+
+    def even_share(completion_ids, **kwargs):
+        return [sum(t % 2 == 0 for t in ids) / max(len(ids), 1) for ids in completion_ids]
+
+    dataset = Dataset.from_list([{"id": str(i), "prompt": f"Story {i}: the river was"} for i in range(16)])
+    trainer = make_trainer(
+        tmp_path, tiny_model_dir, tokenizer, dataset, reward_funcs=[even_share], max_steps=LEARN_STEPS,
+        think_max_tokens=1, suffix_max_tokens=4, top_k=8, beta=0.0, learning_rate=LEARN_LR, max_grad_norm=1.0,
+        warmup_steps=0, lr_scheduler_type="constant", log_rollout_samples=False, seed=3,
+    )  # fmt: skip
+    trainer.train()
+    rewards = [h["reward_mean"] for h in trainer.state.log_history if "reward_mean" in h]
+    assert len(rewards) == LEARN_STEPS
+    last = sum(rewards[-4:]) / 4  # an untrained policy scores about 0.5
+    assert last > 0.85 and last > rewards[0] + 0.15, rewards

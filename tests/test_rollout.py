@@ -48,15 +48,20 @@ def test_model_closes_the_thought_itself(model, qwen_tokenizer, prompts):
     rollouts = two_stage_generate(model, qwen_tokenizer, prompts, 5, 3, sequence_bias=bias, **FAST)
     for r in rollouts:
         assert r.stop_reason == "closed" and r.closed_by_model
-        assert r.thought_ids == [CLOSE] and r.thought_content_ids == []  # sampled: keeps loss weight 1
+        assert r.thought_ids == [CLOSE] and r.thought_content_ids == []  # kept as sampled...
         assert r.boundary_ids == []  # nothing left to insert for the default boundary "</think>"
-        assert r.loss_mask == [1] * (1 + len(r.suffix_ids))
+        assert r.loss_mask == [0] + [1] * len(r.suffix_ids)  # ...with loss weight 0, like the boundary
+    # train_on_autonomous_close: the policy's own </think> is trained (weight 1).
+    rollouts = two_stage_generate(
+        model, qwen_tokenizer, prompts, 5, 3, sequence_bias=bias, train_on_autonomous_close=True, **FAST
+    )
+    assert all(r.closed_by_model and r.loss_mask == [1] * (1 + len(r.suffix_ids)) for r in rollouts)
     # With a longer boundary only its tail is inserted after the model's own </think>.
     rollouts = two_stage_generate(
         model, qwen_tokenizer, prompts, 5, 3, boundary_text="</think>\n\n", sequence_bias=bias, **FAST
     )
     assert all(r.boundary_ids == qwen_tokenizer.encode("\n\n") for r in rollouts)
-    assert all(r.loss_mask[:2] == [1, 0] for r in rollouts)
+    assert all(r.loss_mask[:2] == [0, 0] for r in rollouts)
 
 
 def test_eos_inside_the_thought_is_dropped_and_the_boundary_inserted(model, qwen_tokenizer, prompts):
@@ -108,5 +113,7 @@ def test_argument_errors(model, qwen_tokenizer, prompts):
 
 def test_rollout_properties_without_a_model():
     r = Rollout([1, 2], [7, CLOSE], [], [9, EOS], closed_by_model=True, stop_reason="closed")
-    assert r.completion_ids == [7, CLOSE, 9, EOS] and r.loss_mask == [1, 1, 1, 1]
+    assert r.completion_ids == [7, CLOSE, 9, EOS] and r.loss_mask == [1, 0, 1, 1]
+    trained = Rollout([1, 2], [7, CLOSE], [], [9], closed_by_model=True, close_trainable=True)
+    assert trained.loss_mask == [1, 1, 1]
     assert r.thought_content_ids == [7] and r.num_new_tokens == 4

@@ -56,7 +56,9 @@ class MetricsJsonCallback(TrainerCallback):
 
     ``summary`` maps output column → function(history) so each stage can produce its seed-table
     columns (e.g. ``avg_reward`` = mean of ``reward_mean`` over steps) from the same records.
-    The file is also written on every save, so an interrupted run still leaves its numbers.
+    The file is also written on every save, so an interrupted run still leaves its numbers, and a
+    resumed run starts its history from the checkpoint's ``log_history``. ``extra`` holds run-level
+    fields such as ``stopped_reason`` (set by :class:`trl_ext.training_guards.NonFiniteGuard`).
     """
 
     def __init__(
@@ -70,6 +72,12 @@ class MetricsJsonCallback(TrainerCallback):
         self.extra = dict(extra or {})
         self.history: list[dict] = []
         self._start = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self.history and state.log_history:
+            # Resumed from a checkpoint: summarise the whole run, not only the steps after the resume.
+            numbers = [{k: v for k, v in r.items() if _is_number(v)} for r in state.log_history]
+            self.history = [{"step": r.get("step"), **n} for r, n in zip(state.log_history, numbers)]
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:

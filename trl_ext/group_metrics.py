@@ -1,9 +1,10 @@
-"""RLMT group statistics, artifact flags and stop alerts (METHOD.md §4) as pure functions.
+"""RLMT group statistics, artifact flags and stop alerts (docs/method.md §4) as pure functions.
 
 A *group* is one prefix's K samples. Scores are 0/1 judge rewards, ``None`` for an invalid
 verdict. The definitions follow the reference run exactly so its numbers can be compared:
 
-* ``reward_mean`` / ``reward_std``: mean and population std over valid scores of all groups;
+* ``reward_mean`` / ``reward_std``: mean and population std over valid scores of all groups; NaN
+  (a *missing* value, not 0) when no score is valid;
 * ``invalid_judge_rate``: invalid samples / samples;
 * ``mixed_group_rate``: groups whose valid scores have max > min;
 * ``near_zero_group_rate``: groups with ≥2 valid scores and population std < 1e-5;
@@ -75,7 +76,8 @@ def has_artifact(thought: str, suffix: str) -> bool:
 
 
 def group_stats(groups: Sequence[Sequence[GroupSample]]) -> dict[str, float]:
-    """Per-step metrics over groups (see module docstring). Empty input gives zeros."""
+    """Per-step metrics over groups (see module docstring). Without a valid score ``reward_mean`` and
+    ``reward_std`` are NaN: no verdict is no reward, and a 0 would drag step means down."""
     samples = [s for g in groups for s in g]
     valid = [float(s.score) for s in samples if s.score is not None]
     n_groups = max(len(groups), 1)
@@ -92,8 +94,8 @@ def group_stats(groups: Sequence[Sequence[GroupSample]]) -> dict[str, float]:
         all_one += mean >= 1
     n = max(len(samples), 1)
     return {
-        "reward_mean": sum(valid) / len(valid) if valid else 0.0,
-        "reward_std": population_std(valid),
+        "reward_mean": sum(valid) / len(valid) if valid else math.nan,
+        "reward_std": population_std(valid) if valid else math.nan,
         "invalid_judge_rate": (len(samples) - len(valid)) / n if samples else 0.0,
         "mixed_group_rate": mixed / n_groups,
         "near_zero_group_rate": near_zero / n_groups,
@@ -109,7 +111,7 @@ def group_stats(groups: Sequence[Sequence[GroupSample]]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class AlertThresholds:
-    """METHOD.md §4 stop conditions; each is a config field of the trainer."""
+    """docs/method.md §4 stop conditions; each is a config field of the trainer."""
 
     min_available_mem_gib: float = 4.0
     max_invalid_rate: float = 0.05

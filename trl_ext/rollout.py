@@ -1,11 +1,13 @@
-"""Two-stage external-boundary rollout (METHOD.md §4): prompt | thought | inserted boundary | suffix.
+"""Two-stage external-boundary rollout (docs/method.md §4): prompt | thought | inserted boundary | suffix.
 
 Stage 1 samples a thought of at most ``think_max_tokens`` from a prompt that ends inside an open
 ``<think>``. Each row ends in one of three ways, all handled here and recorded on the rollout:
 
-* ``"closed"`` — the policy sampled ``</think>`` itself (``closed_by_model=True``). That token was
-  sampled, so it stays in ``thought_ids`` with loss weight 1; only the rest of the boundary text
-  (nothing, for the default boundary ``"</think>"``) is inserted.
+* ``"closed"`` — the policy sampled ``</think>`` itself (``closed_by_model=True``). The token stays in
+  ``thought_ids`` (the ids are exactly what was sampled) but gets loss weight 0 by default, as the
+  boundary would (docs/method.md §4: the boundary is never trained); ``train_on_autonomous_close=True``
+  gives it weight 1 so that closing the thought becomes a learnable action. Only the rest of the
+  boundary text (nothing, for the default boundary ``"</think>"``) is inserted.
 * ``"eos"`` — the policy sampled an end-of-sequence token inside the thought. The EOS is dropped
   (continuing after it would condition the suffix on a token that means "stop"), and the whole
   boundary is inserted.
@@ -15,6 +17,9 @@ Stage 2 samples at most ``suffix_max_tokens`` conditioned on ``prompt + thought 
 as token ids: nothing is decoded and re-encoded between the stages, so the ids the loss sees are
 exactly the ids that were sampled. Inserted boundary tokens get loss weight 0 (``loss_mask``) —
 the policy never chose them, so they must not receive gradient.
+
+Generation settings (sampling, ``cache_implementation``, penalties, ``generation_kwargs``) are passed to
+both ``generate`` calls unchanged; only ``max_new_tokens`` and ``eos_token_id`` differ per stage.
 
 Both stages are one batched ``generate`` call over every prompt (all K samples of all prefixes),
 left-padded, with the KV cache on.
@@ -47,6 +52,7 @@ class Rollout:
     stop_reason: StopReason = "budget"
     thought_text: str = ""  # thought content (without tags), decoded for logging and probes
     suffix_text: str = ""  # decoded suffix, special tokens removed: what judges see
+    close_trainable: bool = False  # loss weight of the policy's own </think> (when closed_by_model)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -55,7 +61,10 @@ class Rollout:
 
     @property
     def loss_mask(self) -> list[int]:
-        return [1] * len(self.thought_ids) + [0] * len(self.boundary_ids) + [1] * len(self.suffix_ids)
+        thought = [1] * len(self.thought_ids)
+        if self.closed_by_model and thought:
+            thought[-1] = int(self.close_trainable)
+        return thought + [0] * len(self.boundary_ids) + [1] * len(self.suffix_ids)
 
     @property
     def thought_content_ids(self) -> list[int]:
@@ -135,6 +144,7 @@ def two_stage_generate(
     boundary_text: str = THINK_CLOSE,
     eos_token_ids: Sequence[int] | None = None,
     decode: bool = True,
+    train_on_autonomous_close: bool = False,
     **generation_kwargs: Any,
 ) -> list[Rollout]:
     """Sample one thought and one suffix per prompt (repeat a prompt K times for K samples).
@@ -143,12 +153,13 @@ def two_stage_generate(
         model: a causal LM with ``generate`` (an unwrapped training model is fine).
         tokenizer: its tokenizer; ``</think>`` must be a single token.
         prompt_ids: token ids of each prompt, already ending inside an open ``<think>``.
-        think_max_tokens: stage-1 budget (METHOD.md: 48).
-        suffix_max_tokens: stage-2 budget (METHOD.md: 128).
+        think_max_tokens: stage-1 budget (docs/method.md: 48).
+        suffix_max_tokens: stage-2 budget (docs/method.md: 128).
         boundary_text: text inserted between thought and suffix; it must start with ``</think>``
             (e.g. ``"</think>\\n\\n"`` for a chat format). Its token ids are inserted, not sampled.
         eos_token_ids: ids that end a sample; default: model generation EOS + tokenizer EOS.
         decode: fill ``thought_text`` / ``suffix_text`` (skip for pure-throughput use).
+        train_on_autonomous_close: loss weight 1 (instead of 0) for a ``</think>`` the policy sampled.
         **generation_kwargs: passed to both ``generate`` calls (default: sampling at T=1.0,
             top_p=0.95, top_k off). ``max_new_tokens``/``eos_token_id`` are set per stage.
     """
@@ -196,8 +207,9 @@ def two_stage_generate(
     stage2 = _generate(model, contexts, pad_id, max_new_tokens=suffix_max_tokens, eos_token_id=eos, **kwargs)
     suffixes = [cut_at_stop(row[:suffix_max_tokens], set(eos))[0] for row in stage2]
 
+    trainable = train_on_autonomous_close
     rollouts = [
-        Rollout(p, t, b, s, closed_by_model=r == "closed", stop_reason=r)
+        Rollout(p, t, b, s, closed_by_model=r == "closed", stop_reason=r, close_trainable=trainable)
         for p, t, b, s, r in zip(prompts, thoughts, boundaries, suffixes, reasons)
     ]
     if decode:
