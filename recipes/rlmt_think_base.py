@@ -1,45 +1,53 @@
-"""Arm ``think_base_rlmt``: RLMT (METHOD.md §4) starting from the ``think_base`` SFT checkpoint.
+"""Arm ``think_base_rlmt``: RLMT (docs/method.md §4) starting from the ``think_base`` SFT checkpoint.
 
-    accelerate launch recipes/rlmt_think_base.py \
-        [--config recipes/configs/rlmt_think_base.yaml] [--FLAG VALUE ...]
+    accelerate launch recipes/rlmt_think_base.py [--config my.yaml] [--FLAG VALUE ...]
     # CPU demo on the embedded default (offline overlap judge, tiny budgets):
     accelerate launch --config_file recipes/accelerate/cpu_single.yaml recipes/rlmt_think_base.py \\
         --model_name_or_path embedded --judge offline --max_steps 2 --num_generations 4 \\
         --per_device_train_batch_size 8 --think_max_tokens 8 --suffix_max_tokens 16
 
-Top to bottom: parse config → RL rows (built from the RL partition of the augmented rows when the
-RL-row file is missing) → judge (an OpenAI-compatible judge server, or the offline overlap judge)
-→ ThinkingGRPOTrainer → train, resuming from the last checkpoint → save ``<output_dir>/final``
-(model + tokenizer) → ``metrics.json`` with the seed RLMT table columns. Every number is a config
-field; any ``ThinkingGRPOConfig`` / ``TrainingArguments`` flag works on the command line, and
-``--use_peft true --lora_r 16`` (TRL's ``ModelConfig``) trains a LoRA adapter instead.
+Top to bottom: parse config (``configs/rlmt_think_base.yaml`` is always the base; ``--config`` layers
+on it; flags win) → split 2 prefixes × 16 samples per optimizer step over the launch → RL rows (built
+from the RL partition of the augmented rows when the RL-row file is missing) → judge (an
+OpenAI-compatible judge server, or the offline overlap judge) → ThinkingGRPOTrainer on fp32 weights →
+train, resuming from the last checkpoint → ``<output_dir>/final`` (``export_dtype``) →
+``metrics.json`` with the RLMT results-table columns. ``--use_peft true --lora_r 16`` (TRL's
+``ModelConfig``) trains a LoRA adapter instead; ``final/`` is then the merged model.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 from accelerate import PartialState
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.trainer_utils import get_last_checkpoint
-from trl import ModelConfig, TrlParser, get_peft_config
+from transformers import AutoTokenizer
+from trl import ModelConfig, get_peft_config
 
 from trl_ext.data.rl_rows import RL_ROW_SCHEMA, RLRowConfig, build_rl_rows_file
 from trl_ext.data.rows import RowFileError, read_rows
 from trl_ext.judges import LLMJudge, ReferenceOverlapJudge
+from trl_ext.recipe_support import (
+    BatchSpec,
+    RecipeArguments,
+    check_export_dtype,
+    export_final,
+    load_model,
+    parse_layered,
+    precision_record,
+    resolve_model,
+    train,
+)
 from trl_ext.trainers.grpo import ThinkingGRPOConfig, ThinkingGRPOTrainer
 
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "rlmt_think_base.yaml"
+CONFIGS = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIGS / "rlmt_think_base.yaml"
 
 
 @dataclass
-class RLMTArguments:
+class RLMTArguments(RecipeArguments):
     """Recipe fields; the trainer's own fields come from ``ThinkingGRPOConfig``, the start checkpoint
     (``model_name_or_path``: the SFT arm's final dir, a Hub id, or ``embedded``) and LoRA flags from
     TRL's ``ModelConfig``."""
@@ -78,10 +86,8 @@ class RLMTArguments:
     judge_max_concurrency: int = field(default=32, metadata={"help": "Judge requests in flight."})
     judge_timeout_s: float = field(default=60.0, metadata={"help": "Per-request judge timeout."})
     judge_max_retries: int = field(default=2, metadata={"help": "Retries per judge request (with backoff)."})
-    judge_temperature: float = field(
-        default=0.7, metadata={"help": "Judge sampling temperature (seed: 0.7)."}
-    )
-    judge_top_p: float = field(default=0.6, metadata={"help": "Judge top_p (seed: 0.6)."})
+    judge_temperature: float = field(default=0.7, metadata={"help": "Judge sampling temperature."})
+    judge_top_p: float = field(default=0.6, metadata={"help": "Judge top_p."})
     judge_disable_thinking: bool = field(
         default=True,
         metadata={
@@ -92,26 +98,6 @@ class RLMTArguments:
         default=0.1,
         metadata={"help": "Offline judge: word-overlap F1 with the reference needed for reward 1."},
     )
-    resume: bool = field(
-        default=True, metadata={"help": "Resume from the last checkpoint in output_dir if any."}
-    )
-
-
-def resolve_model_path(path_or_id: str) -> str:
-    if path_or_id == "embedded":
-        from trl_ext.assets import embedded_default
-
-        return str(embedded_default().model_dir)
-    path = Path(path_or_id)
-    if (path.is_absolute() or path_or_id.startswith((".", "outputs"))) and not (
-        path / "config.json"
-    ).exists():
-        arm = "sft_think_phase3" if "phase3" in path_or_id else "sft_think_base"
-        raise SystemExit(
-            f"error: --model_name_or_path {path}: no model directory (config.json) there "
-            f"(run recipes/{arm}.py first, or pass --model_name_or_path embedded)"
-        )
-    return path_or_id
 
 
 def load_rl_rows(script: RLMTArguments, tokenizer) -> list[dict]:
@@ -120,9 +106,8 @@ def load_rl_rows(script: RLMTArguments, tokenizer) -> list[dict]:
     if not path.exists():
         if not Path(script.thinking_rows).exists():
             raise SystemExit(
-                f"error: --rl_rows {path} does not exist and neither does "
-                f"--thinking_rows {script.thinking_rows} "
-                "to build it from (python -m trl_ext.data.augment, see docs/sft.md)"
+                f"error: --rl_rows {path} does not exist and neither does --thinking_rows "
+                f"{script.thinking_rows} to build it from (python -m trl_ext.data.augment, see docs/sft.md)"
             )
         config = RLRowConfig(script.min_before_tokens, script.min_after_tokens, script.reference_tokens)
         state = PartialState()
@@ -161,23 +146,26 @@ def build_judge(script: RLMTArguments, output_dir: str):
     )
 
 
-def main(default_config: Path = DEFAULT_CONFIG, argv: list[str] | None = None) -> dict:
-    # ---- config
-    parser = TrlParser((RLMTArguments, ThinkingGRPOConfig, ModelConfig), allow_abbrev=False)
-    cpu = not torch.cuda.is_available()
-    parser.set_defaults(bf16=not cpu, use_cpu=cpu)  # TRL defaults bf16 to True, which fails on CPU
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" not in argv:
-        argv = ["--config", str(default_config), *argv]
-    script, args, model_args = parser.parse_args_and_config(args=argv)
+# One optimizer step = prefixes_per_step groups of num_generations samples, whatever the world size
+# (ThinkingGRPOConfig derives gradient_accumulation_steps from the per-device batch set from this).
+BATCH = BatchSpec(step_field="prefixes_per_step", unit="samples", multiplier_field="num_generations")
 
-    # ---- model and tokenizer (the tokenizer saved with the SFT checkpoint)
-    if model_args.model_name_or_path is None:
-        raise SystemExit("error: --model_name_or_path is required (the SFT arm's final dir, or 'embedded')")
-    model_path = resolve_model_path(model_args.model_name_or_path)
+
+def main(default_config: Path = DEFAULT_CONFIG, argv: list[str] | None = None) -> dict:
+    # ---- config: arm YAML ← --config files ← flags; the batch split follows the world size
+    (script, args, model_args), plan = parse_layered(
+        (RLMTArguments, ThinkingGRPOConfig, ModelConfig),
+        default_config,
+        argv,
+        description=__doc__,
+        batch=BATCH,
+    )
+    check_export_dtype(script.export_dtype)
+
+    # ---- model (fp32 weights) and the tokenizer saved with the SFT checkpoint
+    model_path = resolve_model(model_args.model_name_or_path, CONFIGS)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    dtype = torch.bfloat16 if args.bf16 else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    model = load_model(model_path)
     base_eos = (model.config.eos_token_id, model.generation_config.eos_token_id)
 
     # ---- data and judge
@@ -186,7 +174,7 @@ def main(default_config: Path = DEFAULT_CONFIG, argv: list[str] | None = None) -
     dataset = Dataset.from_list([{k: r[k] for k in columns if k in r} for r in rows])
     judge = build_judge(script, args.output_dir)
 
-    # ---- trainer (GRPO reloads the frozen reference model from model_path when beta > 0)
+    # ---- trainer (GRPO builds the frozen fp32 reference model itself when beta > 0, ZeRO-3 included)
     trainer = ThinkingGRPOTrainer(
         model=model,
         reward_funcs=[judge],
@@ -204,26 +192,17 @@ def main(default_config: Path = DEFAULT_CONFIG, argv: list[str] | None = None) -
             rl_rows=len(rows),
             judge=script.judge if script.judge == "offline" else f"llm:{script.judge_model}",
             samples_per_step=args.generation_batch_size,
+            prefixes_per_step=args.generation_batch_size // args.num_generations,
             world_size=PartialState().num_processes,
+            batch=plan.as_dict() if plan else None,
+            precision=precision_record(args, script.export_dtype),
             script_args=asdict(script),
         )
 
-    # ---- train, resuming from the last checkpoint
-    last = get_last_checkpoint(args.output_dir) if script.resume and os.path.isdir(args.output_dir) else None
-    trainer.train(resume_from_checkpoint=last)
-    # The HF Trainer aligns the model's EOS with the tokenizer's at init; keep the checkpoint's own EOS.
-    model.config.eos_token_id, model.generation_config.eos_token_id = base_eos
-
-    # ---- save the HF model dir the reward gate / eval server loads
-    if model_args.use_peft:
-        trainer.model = trainer.model.merge_and_unload()
-    trainer.save_model(str(final_dir))
+    # ---- train, resuming from the last checkpoint; then final/ (model + tokenizer)
+    train(trainer, args.output_dir, script.resume)
+    export_final(trainer, final_dir, export_dtype=script.export_dtype, tokenizer=tokenizer, base_eos=base_eos)
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(final_dir))
-        if hasattr(judge, "stats"):
-            (Path(args.output_dir) / "judge_stats.json").write_text(
-                json.dumps(judge.stats.as_dict(), indent=2)
-            )
         metrics_path = Path(args.output_dir) / "metrics.json"
         return json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     return {}

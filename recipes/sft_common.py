@@ -1,42 +1,55 @@
-"""The thinking-SFT recipe shared by the three SFT arms (METHOD.md §3).
+"""The thinking-SFT recipe shared by the three SFT arms (docs/method.md §3).
 
-    accelerate launch recipes/sft_think_base.py   --config recipes/configs/sft_think_base.yaml
-    accelerate launch recipes/sft_think_phase3.py --config recipes/configs/sft_think_phase3.yaml
-    accelerate launch recipes/sft_raw_base.py     --config recipes/configs/sft_raw_base.yaml
+    accelerate launch recipes/sft_think_base.py   [--config my.yaml] [--FLAG VALUE ...]
+    accelerate launch recipes/sft_think_phase3.py [--config my.yaml] [--FLAG VALUE ...]
+    accelerate launch recipes/sft_raw_base.py     [--config my.yaml] [--FLAG VALUE ...]
 
-Top to bottom: parse config → load rows → (raw_base) derive the step count that matches the
-think arms' token budget → load model → SFTTrainer with the metrics callbacks → train (resuming
-from the last checkpoint) → save ``<output_dir>/final`` → ``metrics.json`` with the seed columns.
-Every number is a config field; any ``SFTConfig`` flag works on the command line.
+Top to bottom: parse config (the arm's ``configs/sft_<arm>.yaml`` is always the base; ``--config``
+layers on it; flags win) → split 16 sequences per optimizer step over the launch → load rows →
+(raw_base) derive the step count that matches the think arms' token budget → model in fp32 →
+SFTTrainer with the metrics callbacks and the non-finite guard → train (resuming from the last
+checkpoint) → ``<output_dir>/final`` (``export_dtype``) → ``metrics.json`` with the SFT results-table
+columns. Every number is a config field; any ``SFTConfig`` flag works on the command line.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 from accelerate import PartialState
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.trainer_utils import get_last_checkpoint
-from trl import SFTConfig, SFTTrainer, TrlParser
+from transformers import AutoTokenizer
+from trl import SFTConfig, SFTTrainer
 
 from trl_ext.callbacks import MetricsJsonCallback, ThroughputMemoryCallback, column_last, column_min
 from trl_ext.data.augment import AUGMENTED_SCHEMA
 from trl_ext.data.rows import RowFileError, read_rows
+from trl_ext.recipe_support import (
+    BatchSpec,
+    RecipeArguments,
+    check_export_dtype,
+    export_final,
+    load_model,
+    parse_layered,
+    precision_record,
+    resolve_model,
+    train,
+)
 from trl_ext.sft_budget import match_token_budget
 from trl_ext.sft_metrics import SFTMetricsConfig, ThinkingSFTMetricsCallback
+from trl_ext.training_guards import NonFiniteGuard
 
+CONFIGS = Path(__file__).parent / "configs"
+# One optimizer step = sequences_per_step sequences (no packing), on any world size.
+BATCH = BatchSpec(step_field="sequences_per_step", unit="sequences")
 ARMS = ("think_base", "think_phase3", "raw_base")
 TARGET_FIELDS = ("interleaved_thinking_ids", "raw_chunk_ids")
 
 
 @dataclass
-class ThinkingSFTArguments:
+class ThinkingSFTArguments(RecipeArguments):
     """Recipe fields; the trainer's own fields come from ``trl.SFTConfig``."""
 
     arm: str = field(
@@ -89,23 +102,13 @@ class ThinkingSFTArguments:
         default=128, metadata={"help": "Raw prefix tokens given to the sampler."}
     )
     generation_max_new_tokens: int = field(default=128, metadata={"help": "Tokens sampled per continuation."})
-    resume: bool = field(
-        default=True, metadata={"help": "Resume from the last checkpoint in output_dir if any."}
+    sequences_per_step: int | None = field(
+        default=16,
+        metadata={
+            "help": "Sequences per optimizer step over all processes; sets per_device_train_batch_size and "
+            "gradient_accumulation_steps from the world size. null: use the two batch fields as given."
+        },
     )
-
-
-def resolve_model_path(script: ThinkingSFTArguments) -> str:
-    """'embedded' → the tiny model; a local path must exist (think_phase3 needs the phase3 arm first)."""
-    if script.model_name_or_path == "embedded":
-        from trl_ext.assets import embedded_default
-
-        return str(embedded_default().model_dir)
-    path = Path(script.model_name_or_path)
-    looks_local = path.is_absolute() or script.model_name_or_path.startswith((".", "outputs"))
-    if looks_local and not (path / "config.json").exists():
-        hint = " (run recipes/phase3_online_dpo.py first)" if "phase3" in str(path) else ""
-        raise SystemExit(f"error: --model_name_or_path {path}: no model directory (config.json) there{hint}")
-    return str(path)
 
 
 def load_rows(path: str, field_name: str, limit: int | None = None) -> list[dict]:
@@ -117,7 +120,7 @@ def load_rows(path: str, field_name: str, limit: int | None = None) -> list[dict
 
 
 def seed_table_summary() -> dict:
-    """metrics.json columns of the seed's SFT table (RLMT_RESULTS.md), from the logged history."""
+    """metrics.json columns of the reference SFT table (docs/reference_results.md), from the history."""
 
     def throughput(history: list[dict]) -> float:
         # training tokens per second of *training* time: the metric evaluations are excluded.
@@ -144,20 +147,20 @@ def seed_table_summary() -> dict:
 
 
 def main(default_config: str | None = None, argv: list[str] | None = None) -> dict:
-    # ---- config
-    parser = TrlParser((ThinkingSFTArguments, SFTConfig), allow_abbrev=False)
-    cpu = not torch.cuda.is_available()
-    parser.set_defaults(bf16=not cpu, use_cpu=cpu)  # TRL defaults bf16 to True, which fails on CPU
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if default_config and "--config" not in argv:
-        argv = ["--config", default_config, *argv]
-    script, args = parser.parse_args_and_config(args=argv)
+    # ---- config: arm YAML ← --config files ← flags; the batch split follows the world size
+    if default_config is None:
+        raise SystemExit("error: run an arm's recipe (recipes/sft_think_base.py, ...), not sft_common.py")
+    (script, args), plan = parse_layered(
+        (ThinkingSFTArguments, SFTConfig), default_config, argv, description=__doc__, batch=BATCH
+    )
     if script.arm not in ARMS:
         raise SystemExit(f"error: --arm must be one of {ARMS}, got {script.arm!r}")
     if script.target_field not in TARGET_FIELDS:
         raise SystemExit(f"error: --target_field must be one of {TARGET_FIELDS}, got {script.target_field!r}")
+    check_export_dtype(script.export_dtype)
     # tokens_seen must count real tokens, not padding (HfArgumentParser cannot parse this str|bool flag).
     args.include_num_input_tokens_seen = "non_padding"
+    world = PartialState().num_processes
 
     # ---- data: the arm's target ids; the held-out rows feed the metrics callback
     train_rows = load_rows(script.train_rows, script.target_field, script.max_train_rows)
@@ -168,7 +171,6 @@ def main(default_config: str | None = None, argv: list[str] | None = None) -> di
     # ---- raw_base: derive max_steps so its token budget matches the think arms
     budget = None
     if script.match_token_budget_of:
-        world = PartialState().num_processes
         budget = match_token_budget(
             reference_lengths=[min(len(r[script.match_token_budget_of]), cap) for r in train_rows],
             matched_lengths=[min(len(r[script.target_field]), cap) for r in train_rows],
@@ -183,13 +185,10 @@ def main(default_config: str | None = None, argv: list[str] | None = None) -> di
         if PartialState().is_main_process:
             print(f"[{script.arm}] token budget: {json.dumps(budget.as_dict())}")
 
-    # ---- model
-    model_path = resolve_model_path(script)
+    # ---- model (fp32 weights; --bf16 true is autocast compute)
+    model_path = resolve_model(script.model_name_or_path, CONFIGS)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(
-        model_path, dtype=torch.bfloat16 if args.bf16 else torch.float32
-    )
-
+    model = load_model(model_path)
     base_eos = (model.config.eos_token_id, model.generation_config.eos_token_id)
 
     # ---- trainer and callbacks (order matters: throughput annotates logs before metrics.json reads them)
@@ -213,26 +212,24 @@ def main(default_config: str | None = None, argv: list[str] | None = None) -> di
         "target_field": script.target_field,
         "train_rows": len(train_rows),
         "val_rows": min(len(val_rows), script.val_max_rows),
-        "sequences_per_step": args.per_device_train_batch_size
-        * args.gradient_accumulation_steps
-        * PartialState().num_processes,
+        "world_size": world,
+        "sequences_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps * world,
+        "batch": plan.as_dict() if plan else None,
+        "precision": precision_record(args, script.export_dtype),
         "token_budget": budget.as_dict() if budget else None,
         "script_args": asdict(script),
     }
+    metrics_json = None
     if trainer.is_world_process_zero():
-        trainer.add_callback(MetricsJsonCallback(args.output_dir, summary=seed_table_summary(), extra=extra))
+        metrics_json = MetricsJsonCallback(args.output_dir, summary=seed_table_summary(), extra=extra)
+        trainer.add_callback(metrics_json)
+    # A non-finite loss / gradient norm skips that update, saves the last good weights and stops the run.
+    NonFiniteGuard.install(trainer, metrics_json=metrics_json)
 
-    # ---- train, resuming from the last checkpoint
-    last = get_last_checkpoint(args.output_dir) if script.resume and os.path.isdir(args.output_dir) else None
-    trainer.train(resume_from_checkpoint=last)
-    # The HF Trainer aligned the model's EOS with the tokenizer's (<|im_end|> for Qwen3) at init; the
-    # base model ends documents with <|endoftext|>, and later stages sample from this checkpoint.
-    model.config.eos_token_id, model.generation_config.eos_token_id = base_eos
-
-    # ---- save the HF model dir the next stage / the server loads
-    trainer.save_model(str(final_dir))
+    # ---- train, resuming from the last checkpoint; then final/ (the next stage / the server loads it)
+    train(trainer, args.output_dir, script.resume)
+    export_final(trainer, final_dir, export_dtype=script.export_dtype, tokenizer=tokenizer, base_eos=base_eos)
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(final_dir))
         metrics_path = Path(args.output_dir) / "metrics.json"
         return json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     return {}

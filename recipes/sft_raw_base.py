@@ -5,7 +5,7 @@ think arms' expected tokens (``budget_reference_steps`` × sequences/step × mea
 divided by sequences/step × mean raw length, rounded up (reference: 657 vs 512 steps). The
 derivation is printed, logged and written to ``metrics.json`` under ``token_budget``.
 
-    accelerate launch recipes/sft_raw_base.py [--config recipes/configs/sft_raw_base.yaml] [--FLAG V ...]
+    accelerate launch recipes/sft_raw_base.py [--config my.yaml] [--FLAG VALUE ...]
 """
 
 from pathlib import Path

@@ -3,7 +3,7 @@
 Input ids = labels = ``interleaved_thinking_ids`` (thoughts and their tags included, no EOS), one
 epoch over the SFT partition by default (reference: 512 steps × 16 sequences).
 
-    accelerate launch recipes/sft_think_base.py [--config recipes/configs/sft_think_base.yaml] [--FLAG V ...]
+    accelerate launch recipes/sft_think_base.py [--config my.yaml] [--FLAG VALUE ...]
 """
 
 from pathlib import Path

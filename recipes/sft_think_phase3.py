@@ -3,7 +3,7 @@
 The start checkpoint is ``outputs/phase3/final`` (written by ``recipes/phase3_online_dpo.py``); the
 recipe stops with a clear error if it is missing. Everything else matches ``think_base``.
 
-    accelerate launch recipes/sft_think_phase3.py [--config recipes/configs/sft_think_phase3.yaml] [--FLAG V]
+    accelerate launch recipes/sft_think_phase3.py [--config my.yaml] [--FLAG VALUE ...]
 """
 
 from pathlib import Path

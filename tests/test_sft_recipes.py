@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO_ROOT
 from test_sft_metrics import make_augmented_rows
 
-SEED_COLUMNS = (  # the seed's SFT table (RLMT_RESULTS.md), in order
+SEED_COLUMNS = (  # the reference SFT table (docs/reference_results.md), in order
     "arm", "checkpoint", "primary_metric", "val_loss_raw", "val_loss_selected", "repetition_4gram_rate",
     "tokens_seen", "throughput_tok_s", "min_available_mem_gib",
 )  # fmt: skip
