@@ -1,4 +1,4 @@
-"""Pool scoring and pair selection on hand cases (METHOD.md §2, steps 2-3)."""
+"""Pool scoring and pair selection on hand cases (docs/method.md §2, steps 2-3)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from trl_ext.pairing import (
     expected_num_calls,
     plan_comparisons,
     pool_rng,
-    rotation_offset,
     score_pool,
     select_pair,
     summarize_pools,
+    tie_order,
 )
 
 
@@ -86,16 +86,36 @@ def test_repeats_give_vote_fraction():
     assert pool.scores == [0.75, 0.25]
 
 
-def test_ties_rotate_and_all_tie_skips():
+def test_ties_follow_the_order_and_all_tie_skips():
     scores = [0.5, 1.0, 1.0, 0.0, 0.0]
-    assert (select_pair(scores, 0).chosen, select_pair(scores, 0).rejected) == (1, 3)
-    assert (select_pair(scores, 2).chosen, select_pair(scores, 2).rejected) == (2, 3)
-    assert (select_pair(scores, 4).chosen, select_pair(scores, 4).rejected) == (1, 4)
+    assert (select_pair(scores).chosen, select_pair(scores).rejected) == (1, 3)
+    choice = select_pair(scores, [2, 4, 0, 1, 3])
+    assert (choice.chosen, choice.rejected) == (2, 4)
     assert select_pair([0.5, 0.5, 0.5]) is None
     assert select_pair([math.nan, 0.5, math.nan]) is None
-    # the seeded offset covers all positions, so the pivot (index 0) is not systematically first
-    offsets = {rotation_offset(0, s, 0, "x", 17) for s in range(200)}
-    assert offsets == set(range(17))
+    with pytest.raises(ValueError, match="permutation"):
+        select_pair(scores, [0, 0, 1, 2, 3])
+    assert tie_order(0, 1, 0, "x", 17) == tie_order(0, 1, 0, "x", 17)  # seeded
+    assert sorted(tie_order(0, 1, 0, "x", 17)) == list(range(17))
+
+
+@pytest.mark.parametrize("tied", [(0, 17), (0, 1, 17), (3, 4)])
+def test_tie_break_is_unbiased(tied):
+    """Each tied top candidate is chosen ~1/len(tied) of the time, wherever it sits in the pool (the old
+    rotation gave a rewrite at the end of an 18-candidate pool 17/18 of its ties against the pivot); the same
+    holds for tied bottoms."""
+    n, trials = 18, 3000
+    top = [1.0 if k in tied else 0.5 for k in range(n)]
+    bottom = [0.0 if k in tied else 0.5 for k in range(n)]
+    chosen, rejected = [0] * n, [0] * n
+    for t in range(trials):
+        order = tie_order(5, t, 0, "row", n)
+        chosen[select_pair(top, order).chosen] += 1
+        rejected[select_pair(bottom, order).rejected] += 1
+    for counts in (chosen, rejected):
+        assert sum(counts[k] for k in tied) == trials
+        for k in tied:  # binomial sd <= 0.0091 at 3000 trials: 0.04 is > 4 sd
+            assert abs(counts[k] / trials - 1 / len(tied)) < 0.04, (k, counts[k] / trials)
 
 
 def test_always_option_one_judge_has_no_position_bias():

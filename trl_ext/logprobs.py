@@ -48,6 +48,17 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def _whole_under_zero3(model: nn.Module) -> bool:
+    """ZeRO-3 is on but this model is held whole on each rank (e.g. an offline judge's scorer, loaded
+    unpartitioned): TRL's fused head gathers the LM head as ZeRO-3 parameters whenever ZeRO-3 is on."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return False
+    head = _unwrap(model).get_output_embeddings()
+    return head is not None and not hasattr(head.weight, "ds_status")
+
+
 def ensure_fused_lm_head(model: nn.Module) -> None:
     """Patch the (unwrapped) model once so ``model(..., labels=, fused_lm_head=True)`` returns log-probs.
 
@@ -89,6 +100,8 @@ def token_logprobs(
     if score_mask[:, 0].any():
         raise ValueError("score_mask[:, 0] must be 0: the first token of a sequence has no prediction")
     score_mask = score_mask.bool() & attention_mask.bool()
+    if chunked and _whole_under_zero3(model):
+        chunked = False  # TRL's fused head would try to gather its weights as ZeRO-3 shards
     if chunked:
         ensure_fused_lm_head(model)
         labels = input_ids.masked_fill(~score_mask, -100)
@@ -110,7 +123,7 @@ def sequence_logprobs(
     chunked: bool = True,
     micro_batch_size: int | None = None,
 ) -> torch.Tensor:
-    """Summed log-prob of the scored tokens of each row (METHOD §2: sum, no length normalisation), ``[B]``.
+    """Summed log-prob of the scored tokens of each row, ``[B]`` (docs/method.md §2: sum, no length norm).
 
     ``micro_batch_size`` splits the rows into several forwards so activations for K=16 long sequences need not
     be alive at once; the autograd graph still spans all of them.

@@ -1,4 +1,4 @@
-"""Candidate-pool scoring and chosen/rejected selection for K-way pairwise online DPO (METHOD.md §2).
+"""Candidate-pool scoring and chosen/rejected selection for K-way pairwise online DPO (docs/method.md §2).
 
 Everything here is pure Python (no model, no judge, no I/O) so that the parts of the method that decide
 *which*
@@ -10,9 +10,10 @@ pair is trained on can be tested on hand-made cases:
   cancels out in expectation.
 * :func:`score_pool` turns the judge's answers (``1``, ``2`` or ``None`` = invalid) into pointwise scores: the
   share of valid votes each candidate won. Invalid answers are excluded, never counted as a win for anyone.
-* :func:`select_pair` picks chosen = argmax and rejected = argmin, scanning in a seeded rotated order so ties
-  are broken without favouring a position; an all-tie pool yields ``None`` (the prefix is skipped).
-* :func:`summarize_pools` aggregates a batch of pools into the METHOD.md §2 pool metrics.
+* :func:`select_pair` picks chosen = argmax and rejected = argmin; ties go to the first candidate in a seeded
+  random permutation (:func:`tie_order`), so every tied candidate is equally likely whatever its position; an
+  all-tie pool yields ``None`` (the prefix is skipped).
+* :func:`summarize_pools` aggregates a batch of pools into the docs/method.md §2 pool metrics.
 """
 
 from __future__ import annotations
@@ -130,10 +131,15 @@ def score_pool(
     return PoolScores(scores=scores, wins=wins, votes=votes, num_calls=len(comparisons), num_invalid=invalid)
 
 
-def rotation_offset(seed: int, step: int, rank: int, prefix_key: str | int, num_candidates: int) -> int:
-    """Where the tie-breaking scan starts: seeded, so no index (e.g. the pivot at 0) is systematically
-    favoured."""
-    return random.Random(f"trl_ext.ties:{seed}:{step}:{rank}:{prefix_key}").randrange(num_candidates)
+def tie_order(seed: int, step: int, rank: int, prefix_key: str | int, num_candidates: int) -> list[int]:
+    """The order in which tied candidates are considered: a seeded uniformly random permutation.
+
+    A rotation (scan from a random start) is not enough: with the pivot first and a rewrite last, the rewrite
+    would come before the pivot in N-1 of N rotations and win that share of their ties.
+    """
+    order = list(range(num_candidates))
+    random.Random(f"trl_ext.ties:{seed}:{step}:{rank}:{prefix_key}").shuffle(order)
+    return order
 
 
 @dataclass(frozen=True)
@@ -144,13 +150,16 @@ class PairChoice:
     rejected_score: float
 
 
-def select_pair(scores: Sequence[float], offset: int = 0) -> PairChoice | None:
-    """chosen = argmax, rejected = argmin over scored candidates; ties go to the first hit in rotated order.
+def select_pair(scores: Sequence[float], order: Sequence[int] | None = None) -> PairChoice | None:
+    """chosen = argmax, rejected = argmin over scored candidates; ties go to the first of them in ``order``
+    (a permutation of the indices, e.g. :func:`tie_order`; default: index order).
 
     Returns ``None`` when fewer than two candidates have a score or all scores are equal (nothing to learn).
     """
     n = len(scores)
-    order = [(offset + k) % n for k in range(n)]
+    order = list(range(n)) if order is None else list(order)
+    if sorted(order) != list(range(n)):
+        raise ValueError(f"order must be a permutation of range({n}), got {order}")
     valid = [k for k in order if not math.isnan(scores[k])]
     if len(valid) < 2:
         return None
@@ -180,7 +189,7 @@ def _mean(xs: Sequence[float]) -> float:
 
 
 def summarize_pools(records: Sequence[PoolRecord]) -> dict[str, float]:
-    """METHOD.md §2 pool metrics of a batch of prefixes (rates over kept prefixes; nan when undefined)."""
+    """docs/method.md §2 pool metrics of a batch of prefixes (rates over kept prefixes; nan if undefined)."""
     kept = [r for r in records if r.choice is not None]
     pivot_scores, rollout_scores, rewrite_scores, tops, bottoms = [], [], [], [], []
     for r in records:

@@ -1,4 +1,4 @@
-"""K-way full-pairwise online DPO for self-improving continued pretraining (METHOD.md §2).
+"""K-way full-pairwise online DPO for self-improving continued pretraining (docs/method.md §2).
 
 ``SelfImprovingOnlineDPOTrainer`` subclasses TRL 1.16's ``OnlineDPOTrainer``
 (``trl.experimental.online_dpo``),
@@ -9,7 +9,8 @@ prompt and a half-vs-half pairing (TRL 1.16 ``online_dpo_trainer.py`` L372, L122
 1. candidates = the original suffix ("pivot") + K policy rollouts (+ an optional rewrite column);
 2. every unordered pair is judged (or each rollout vs the pivot only, ``judging_mode="pivot"``), with a seeded
    A/B swap per call and optional repeats; a candidate's score is its share of won votes;
-3. chosen = argmax, rejected = argmin, ties broken by a seeded rotation, all-tie prefixes skipped and counted;
+3. chosen = argmax, rejected = argmin, ties broken by a seeded random permutation, all-tie prefixes
+   skipped and counted;
 4. loss = DPO sigmoid (β=0.1) on log-probs *summed* over candidate tokens (prefix masked) against the frozen
    reference, or RF-NLL (NLL on the chosen candidate only).
 
@@ -29,22 +30,33 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from accelerate.utils import DistributedType, set_seed
-from transformers import GenerationConfig
+from accelerate.utils import DistributedType, is_peft_model, set_seed
+from transformers import GenerationConfig, PreTrainedModel
+from transformers.integrations.deepspeed import (
+    is_deepspeed_zero3_enabled,
+    set_hf_deepspeed_config,
+    unset_hf_deepspeed_config,
+)
+from trl.data_utils import apply_chat_template, is_conversational
 from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 from trl.models import unwrap_model_for_generation
+from trl.trainer.utils import create_model_from_path, get_config_model_id
 
 from trl_ext.callbacks import MetricsJsonCallback, ThroughputMemoryCallback, column_last, column_mean
 from trl_ext.client import wait_until_ready
 from trl_ext.judges.base import JudgeVerdict
 from trl_ext.judges.pairwise import LikelihoodPairwiseJudge, LLMPairwiseJudge, PairwiseJudge, winner_of
+from trl_ext.judges.stats import JudgeStatsCallback, judges_with_stats
 from trl_ext.logprobs import configure_chunks, ensure_fused_lm_head, sequence_logprobs
 from trl_ext.pairing import (
     JUDGING_MODES,
@@ -53,12 +65,13 @@ from trl_ext.pairing import (
     expected_num_calls,
     plan_comparisons,
     pool_rng,
-    rotation_offset,
     score_pool,
     select_pair,
     summarize_pools,
+    tie_order,
 )
 from trl_ext.rollout import cut_at_stop, left_pad
+from trl_ext.training_guards import NonFiniteGuard
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +105,16 @@ class SelfImprovingOnlineDPOConfig(OnlineDPOConfig):
         prefix_column, suffix_column, id_column, pool_audit, metrics_json
     """
 
-    # Overridden parent defaults (METHOD.md §2)
+    # Overridden parent defaults (docs/method.md §2)
     learning_rate: float = field(
         default=5e-6, metadata={"help": "Peak AdamW learning rate (reference: 5e-6)."}
     )
-    temperature: float = field(default=1.0, metadata={"help": "Rollout sampling temperature (METHOD: 1.0)."})
+    temperature: float = field(
+        default=1.0, metadata={"help": "Rollout sampling temperature (docs/method.md: 1.0)."}
+    )
     max_new_tokens: int = field(
-        default=128, metadata={"help": "New tokens per rollout (and per suffix in think mode); METHOD: 128."}
+        default=128,
+        metadata={"help": "New tokens per rollout (and per suffix in think mode); docs/method.md: 128."},
     )
     max_length: int = field(
         default=1024,
@@ -216,7 +232,9 @@ class SelfImprovingOnlineDPOConfig(OnlineDPOConfig):
     think_max_tokens: int = field(default=48, metadata={"help": "Thought budget in think mode."})
     think_open_text: str = field(
         default=" <think>",
-        metadata={"help": "Appended to every prefix in think mode (METHOD §4: text before + ' <think>')."},
+        metadata={
+            "help": "Appended to every prefix in think mode (docs/method.md §4: text before + ' <think>')."
+        },
     )
     think_boundary_text: str = field(
         default="</think>",
@@ -244,6 +262,14 @@ class SelfImprovingOnlineDPOConfig(OnlineDPOConfig):
         default=True,
         metadata={"help": "Write <output_dir>/metrics.json (all logged metrics + summary) at the end."},
     )
+    require_fp32_weights: bool = field(
+        default=True,
+        metadata={
+            "help": "Refuse trainable parameters stored in bf16/fp16 outside DeepSpeed: AdamW would update "
+            "low-precision weights (at lr 1e-7 almost none change). Load the model in float32 and set "
+            "bf16: true for autocast compute."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -257,6 +283,46 @@ class SelfImprovingOnlineDPOConfig(OnlineDPOConfig):
             raise ValueError(f"judge_repeats must be >= 1, got {self.judge_repeats}")
         if self.objective not in ("dpo", "rf_nll"):
             raise ValueError(f"objective must be 'dpo' or 'rf_nll', got {self.objective!r}")
+        for key, use in self._generation_keys_set_elsewhere().items():
+            if key in (self.generation_kwargs or {}):
+                raise ValueError(f"generation_kwargs[{key!r}] is set by the trainer; {use}")
+        if self.missing_eos_penalty is not None and not (self.rollouts_stop_at_eos or self.think_mode):
+            raise ValueError(
+                "missing_eos_penalty needs rollouts_stop_at_eos=True: with it False, EOS is suppressed and "
+                "every rollout has exactly max_new_tokens tokens, so every rollout would be penalised"
+            )
+
+    def _generation_keys_set_elsewhere(self) -> dict[str, str]:
+        """``generation_kwargs`` keys the pool sampler sets itself, and the field that controls each."""
+        budget = "use think_max_tokens / max_new_tokens" if self.think_mode else "use max_new_tokens"
+        keys = {
+            "max_new_tokens": budget,
+            "max_length": budget,
+            "eos_token_id": "rollouts end at the model's and tokenizer's EOS ids",
+            "num_return_sequences": "use num_rollouts",
+        }
+        if not self.rollouts_stop_at_eos or self.think_mode:
+            keys["min_new_tokens"] = "it pins the rollout length; see rollouts_stop_at_eos"
+        return keys
+
+
+@contextmanager
+def _whole_model_loading(args: SelfImprovingOnlineDPOConfig) -> Iterator[None]:
+    """``from_pretrained`` without ZeRO-3 partitioning, for a small frozen model every rank holds whole
+    (the offline judge's scorer): a partitioned model outside a DeepSpeed engine has empty weights, and
+    wrapping it in an engine would make every judge call a collective that all ranks must match."""
+    # TrainingArguments holds the live DeepSpeed config object itself (--deepspeed) or through the plugin
+    # (accelerate launch); it is what transformers' ZeRO-3 switch points to.
+    plugin = getattr(args, "deepspeed_plugin", None)
+    config = getattr(args, "hf_deepspeed_config", None) or getattr(plugin, "dschf", None)
+    if config is None or not is_deepspeed_zero3_enabled():
+        yield
+        return
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(config)
 
 
 @dataclass
@@ -277,7 +343,7 @@ def collate_rows(features: list[dict[str, Any]]) -> dict[str, list[Any]]:
 
 
 class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
-    """Online DPO with a K-way candidate pool judged pairwise (self-improving pretraining, METHOD.md §2).
+    """Online DPO with a K-way candidate pool judged pairwise (self-improving pretraining, docs/method.md §2).
 
     Example:
 
@@ -319,6 +385,11 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
             judges = [self._judge_from_config(args, model, kwargs.get("processing_class"))]
             funcs = judges
         self.pairwise_judge: PairwiseJudge | None = judges[0] if judges else None
+        peft = kwargs.get("peft_config") is not None or (not isinstance(model, str) and is_peft_model(model))
+        if ref_model is None and not peft and is_deepspeed_zero3_enabled():
+            # TRL 1.16's OnlineDPOTrainer deep-copies the policy into the reference, which ZeRO-3 refuses (a
+            # partitioned model cannot be copied): load it from the policy's checkpoint, as TRL's DPO does.
+            ref_model = self.reference_from_checkpoint(model, args)
         super().__init__(
             model,
             ref_model=ref_model,
@@ -327,6 +398,7 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
             data_collator=data_collator or collate_rows,
             **kwargs,
         )
+        self._check_precision()
         if not reward_funcs and isinstance(self.pairwise_judge, LikelihoodPairwiseJudge):
             self.pairwise_judge.model.to(
                 self.accelerator.device
@@ -335,6 +407,7 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
             # Fail before training rather than train on nothing but invalid verdicts.
             for url in self.pairwise_judge.client.base_urls:
                 wait_until_ready(url, self.pairwise_judge.client.model, timeout_s=args.judge_ready_timeout_s)
+        self._log_invalid_verdicts()
         self._all_invalid_streak = 0
         # TRL 1.16 seeds every rank identically (online_dpo_trainer.py L276); rollouts must differ per rank.
         set_seed(args.seed, device_specific=True)
@@ -375,11 +448,62 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
                 "objective": args.objective,
                 "rollouts_stop_at_eos": args.rollouts_stop_at_eos,
                 "think_mode": args.think_mode,
+                "stopped_reason": None,
             }
             self.metrics_callback = MetricsJsonCallback(args.output_dir, summary=summary, extra=extra)
             self.add_callback(self.metrics_callback)
+        judges = judges_with_stats(self.reward_funcs)
+        if judges and not any(isinstance(cb, JudgeStatsCallback) for cb in self.callback_handler.callbacks):
+            self.add_callback(JudgeStatsCallback(judges))  # judge_stats.json, saved and restored
+        # Last: skips the update and stops on a non-finite loss / grad norm / weight (wraps training_step).
+        self.non_finite_guard = NonFiniteGuard.install(self, metrics_json=self.metrics_callback)
 
     # ------------------------------------------------------------------ construction helpers
+    def _check_precision(self) -> None:
+        """Trainable weights must be fp32 outside DeepSpeed (which keeps fp32 master weights itself)."""
+        if not self.args.require_fp32_weights or self.is_deepspeed_enabled:
+            return
+        low = sorted(
+            {str(p.dtype) for p in self.model.parameters() if p.requires_grad and p.dtype != torch.float32}
+        )
+        if low:
+            raise ValueError(
+                f"trainable parameters are {', '.join(low)}: AdamW would update low-precision weights "
+                "directly (at lr 1e-7 almost none change). Load the model in float32 (bf16: true then runs "
+                "the compute under autocast), or set require_fp32_weights: false to train them anyway"
+            )
+
+    def _log_invalid_verdicts(self) -> None:
+        """Every invalid verdict of a judge that keeps no log yet goes to
+        ``<output_dir>/judge_invalid.rank<R>.jsonl`` (reason and raw reply), as in RLMT."""
+        path = Path(self.args.output_dir) / f"judge_invalid.rank{self.accelerator.process_index}.jsonl"
+        for judge in judges_with_stats(self.reward_funcs).values():
+            if judge.stats.invalid_log_path is None:
+                judge.stats.invalid_log_path = path
+
+    @staticmethod
+    def reference_from_checkpoint(model: Any, args: SelfImprovingOnlineDPOConfig) -> PreTrainedModel:
+        """The frozen reference loaded from the policy's checkpoint (path or Hub id), in the policy's dtype.
+
+        Used when the policy cannot be deep-copied (DeepSpeed ZeRO-3). A model built in memory has no
+        checkpoint to load, so this says what to do instead of failing inside ``from_pretrained``.
+        """
+        model_id = model if isinstance(model, str) else get_config_model_id(model.config)
+        if not model_id:
+            raise ValueError(
+                "DeepSpeed ZeRO-3 is on and no ref_model was passed, so the frozen reference is loaded from "
+                "the policy's checkpoint, but this model was built in memory and has none "
+                "(config._name_or_path is empty). Save it first (model.save_pretrained(path)) and pass the "
+                "path as `model`, or pass `ref_model=`."
+            )
+        init = dict(args.model_init_kwargs or {})
+        init["device_map"] = None  # distributed: each process holds (its shard of) the model
+        init.setdefault("trust_remote_code", args.trust_remote_code)
+        if not isinstance(model, str):
+            init.setdefault("dtype", model.dtype)
+            init.setdefault("attn_implementation", model.config._attn_implementation)
+        return create_model_from_path(model_id, **init)
+
     @staticmethod
     def _judge_from_config(args: SelfImprovingOnlineDPOConfig, model: Any, tokenizer: Any) -> PairwiseJudge:
         if args.judge == "llm":
@@ -401,7 +525,8 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
             raise ValueError(
                 "judge='likelihood' needs --judge_scorer_model (the model has no checkpoint path)"
             )
-        return LikelihoodPairwiseJudge(scorer, tokenizer=tokenizer)
+        with _whole_model_loading(args):
+            return LikelihoodPairwiseJudge(scorer, tokenizer=tokenizer)
 
     def _stat_keys(self) -> list[str]:
         keys = [
@@ -446,10 +571,37 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
         return keys
 
     # ------------------------------------------------------------------ data
-    def _as_ids(self, value: Any) -> list[int]:
+    def _as_ids(self, value: Any, column: str) -> list[int]:
+        """Token ids of a text (tokenized without special tokens) or of an id list."""
         if isinstance(value, str):
             return self._tokenizer(value, add_special_tokens=False)["input_ids"]
-        return [int(t) for t in value]
+        if hasattr(value, "tolist"):  # numpy / torch formatted datasets
+            value = value.tolist()
+        if isinstance(value, (list, tuple)) and all(isinstance(t, numbers.Integral) for t in value):
+            return [int(t) for t in value]
+        raise ValueError(
+            f"column '{column}': expected text, token ids or chat messages (a list of {{'role', 'content'}} "
+            f"dicts), got {type(value).__name__}: {str(value)[:80]!r}"
+        )
+
+    def _prefix_ids(self, value: Any) -> list[int]:
+        """A prefix as token ids; chat messages go through the chat template with the generation prompt
+        (TRL's ``maybe_apply_chat_template``, as the stock ``OnlineDPOTrainer`` does)."""
+        if is_conversational({"prompt": value}):
+            value = apply_chat_template({"prompt": value}, self.processing_class)["prompt"]
+        return self._as_ids(value, self.args.prefix_column)
+
+    def _completion_ids(self, value: Any, prefix: Any, column: str) -> list[int]:
+        """A pivot / rewrite as token ids; an assistant message list is rendered as TRL renders a
+        prompt-completion pair (the completion is the template's text after the prompt)."""
+        if is_conversational({"completion": value}):
+            if not is_conversational({"prompt": prefix}):
+                raise ValueError(
+                    f"column '{column}' holds chat messages but the prefix is not conversational"
+                )
+            value = apply_chat_template({"prompt": prefix, "completion": value}, self.processing_class)
+            value = value["completion"]
+        return self._as_ids(value, column)
 
     def _prompt_ids(self, prefix_ids: list[int]) -> list[int]:
         if not self.args.think_mode:
@@ -461,15 +613,7 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
         """K rollouts per prompt from the current policy, in one batched ``generate`` (KV cache on)."""
         args, device = self.args, self.accelerator.device
         repeated = [p for p in prompts for _ in range(args.num_rollouts)]
-        sampling = {
-            "do_sample": True,
-            "temperature": args.temperature,
-            "top_p": args.top_p,
-            "top_k": args.top_k,  # 0 disables top-k (HF's own default would be 50)
-            "min_p": args.min_p,
-            "repetition_penalty": args.repetition_penalty,
-        }
-        sampling = {k: v for k, v in sampling.items() if v is not None}
+        sampling = self.rollout_sampling_kwargs()
         with (
             unwrap_model_for_generation(
                 self.model_wrapped, self.accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation
@@ -488,16 +632,36 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
         k = args.num_rollouts
         return [out[i * k : (i + 1) * k] for i in range(len(prompts))]
 
+    def rollout_sampling_kwargs(self) -> dict[str, Any]:
+        """Sampling settings of every rollout ``generate`` call, built like TRL's: the config's sampling
+        fields (and ``cache_implementation``), then ``generation_kwargs`` on top (e.g.
+        ``{"do_sample": False}``). Budgets and stop ids stay the trainer's (the config refuses them in
+        ``generation_kwargs``)."""
+        args = self.args
+        sampling = {
+            "do_sample": True,
+            "temperature": args.temperature,
+            "top_p": args.top_p,
+            "top_k": args.top_k,  # 0 disables top-k (HF's own default would be 50)
+            "min_p": args.min_p,
+            "repetition_penalty": args.repetition_penalty,
+            "cache_implementation": args.cache_implementation,
+        }
+        sampling = {k: v for k, v in sampling.items() if v is not None}
+        return sampling | dict(args.generation_kwargs or {})
+
     def _one_stage(self, model, prompts: list[list[int]], sampling: dict, device) -> list[Candidate]:
         args, tok = self.args, self._tokenizer
         ids, att = left_pad(prompts, tok.pad_token_id, device)
         config = GenerationConfig(
-            max_new_tokens=args.max_new_tokens,
-            min_new_tokens=None if args.rollouts_stop_at_eos else args.max_new_tokens,
-            eos_token_id=self.eos_token_ids,
-            pad_token_id=tok.pad_token_id,
-            use_cache=True,
-            **sampling,
+            **{
+                "max_new_tokens": args.max_new_tokens,
+                "min_new_tokens": None if args.rollouts_stop_at_eos else args.max_new_tokens,
+                "eos_token_id": self.eos_token_ids,
+                "pad_token_id": tok.pad_token_id,
+                "use_cache": True,
+                **sampling,
+            }
         )
         generated = model.generate(input_ids=ids, attention_mask=att, generation_config=config)[
             :, ids.size(1) :
@@ -548,20 +712,14 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
         return self._tokenizer.decode(ids, skip_special_tokens=True)
 
     def _score_pools(
-        self, prefix_texts: list[str], pools: list[list[Candidate]], keys: list[str]
+        self, inputs: dict[str, Any], prefix_texts: list[str], pools: list[list[Candidate]], keys: list[str]
     ) -> tuple[list[PoolScores], float, list[float]]:
         """Pointwise scores of every pool, the judge's wall time and its per-call latencies."""
         args, rank, step = self.args, self.accelerator.process_index, self.state.global_step
         texts = [[self._judge_text(c.judge_ids) for c in pool] for pool in pools]
         start = time.perf_counter()
         if self.pairwise_judge is None:  # pointwise reward funcs: a candidate's score is its reward
-            refs = [ts[0] if args.include_pivot else "" for ts in texts]
-            values = self._pointwise_rewards(
-                prompts=[p for p, pool in zip(prefix_texts, pools) for _ in pool],
-                completions=[t for ts in texts for t in ts],
-                completion_ids=[c.judge_ids for pool in pools for c in pool],
-                reference=[r for r, pool in zip(refs, pools) for _ in pool],
-            )
+            values = self._pointwise_rewards(inputs, prefix_texts, pools, texts)
             wall, out, pos = time.perf_counter() - start, [], 0
             for pool in pools:
                 n = len(pool)
@@ -591,29 +749,67 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
             pos += len(plan)
         return out, wall, [v.latency_s for v in verdicts]
 
-    def _pointwise_rewards(self, prompts, completions, completion_ids, reference) -> list[float]:
-        """Weighted sum of the reward funcs; a ``None`` from any callable makes the candidate invalid (NaN).
+    def _ends_with_eos(self, cand: Candidate) -> bool:
+        return bool(cand.judge_ids) and cand.judge_ids[-1] in self.eos_token_ids
 
-        TRL's ``_calculate_rewards_from_functions`` ``nansum``s over funcs, which would turn a single judge's
-        invalid verdict into a reward of 0; reward *models* never return None, so they still go through it.
+    def _apply_missing_eos_penalty(self, pools: list[list[Candidate]], scores: list[PoolScores]) -> None:
+        """TRL's ``missing_eos_penalty``: subtracted from the score of every rollout that did not end
+        with EOS, before chosen/rejected are picked. Pivot and rewrite are document text, never penalised."""
+        penalty = self.args.missing_eos_penalty
+        if penalty is None:
+            return
+        for pool, pool_scores in zip(pools, scores):
+            for k, cand in enumerate(pool):
+                if cand.kind == "rollout" and not self._ends_with_eos(cand):
+                    pool_scores.scores[k] -= penalty  # NaN (no valid vote) stays NaN
+
+    def _pointwise_rewards(
+        self,
+        inputs: dict[str, Any],
+        prefix_texts: list[str],
+        pools: list[list[Candidate]],
+        texts: list[list[str]],
+    ) -> list[float]:
+        """Weighted sum of the reward funcs over every candidate, called the way TRL calls them.
+
+        Each func gets ``prompts`` (the row's prompt: chat messages as given, else the prefix text),
+        ``completions`` (text, or ``[{"role": "assistant", ...}]`` for chat prompts), ``completion_ids``,
+        ``reference`` (the original suffix's text) and every other dataset column, one entry per candidate.
+        ``None`` keeps TRL's meaning, "does not apply here": the other funcs' rewards are summed, and a
+        candidate is invalid (NaN, left out of chosen/rejected) only when every func returned ``None`` for it.
+        Reward *models* never return None and go through TRL's ``_calculate_rewards_from_functions``.
         """
+        args = self.args
+        raw = inputs[args.prefix_column]
+        chat = is_conversational({"prompt": raw[0]})
+        repeat = lambda column: [v for v, pool in zip(column, pools) for _ in pool]  # noqa: E731
+        prompts = repeat(raw if chat else prefix_texts)
+        completions = [t for ts in texts for t in ts]
+        if chat:
+            completions = [[{"role": "assistant", "content": t}] for t in completions]
+        extra = {key: repeat(values) for key, values in inputs.items() if key != args.prefix_column}
+        if args.include_pivot or "reference" not in extra:
+            extra["reference"] = repeat([ts[0] if args.include_pivot else "" for ts in texts])
+        completion_ids = [c.judge_ids for pool in pools for c in pool]
         if any(isinstance(f, torch.nn.Module) for f in self.reward_funcs):
             return self._calculate_rewards_from_functions(
-                prompts=prompts,
-                completions=completions,
-                completion_ids_list=completion_ids,
-                reference=reference,
+                prompts=prompts, completions=completions, completion_ids_list=completion_ids, **extra
             ).tolist()
-        total = [0.0] * len(prompts)
-        for func, weight in zip(self.reward_funcs, self.reward_weights.tolist()):
+        per_func = []
+        for func in self.reward_funcs:
             scores = func(
                 prompts=prompts,
                 completions=completions,
                 completion_ids=completion_ids,
-                reference=reference,
                 trainer_state=self.state,
+                **extra,
             )
-            total = [t + weight * (math.nan if v is None else float(v)) for t, v in zip(total, scores)]
+            per_func.append([math.nan if v is None else float(v) for v in scores])
+        weights = self.reward_weights.tolist()
+        total = []
+        for values in zip(*per_func):
+            valid = [(w, v) for w, v in zip(weights, values) if not math.isnan(v)]
+            total.append(sum(w * v for w, v in valid) if valid else math.nan)
         return total
 
     # ------------------------------------------------------------------ log-probs and loss
@@ -638,14 +834,23 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
         return ids, att, score
 
     def _logps(self, model, ids, att, score) -> torch.Tensor:
-        return sequence_logprobs(
-            model,
-            ids,
-            att,
-            score,
-            chunked=self.args.logprob_chunked,
-            micro_batch_size=self.args.logprob_micro_batch_size,
-        )
+        """Summed log-probs under the run's compute precision, the same for the policy and the reference.
+
+        ``accelerate`` casts through a forward wrapper (autocast under ``--bf16``), but the fused chunked head
+        calls the backbone directly, so the wrapper is bypassed on whichever model was patched after it was
+        wrapped (the reference: TRL wraps it in ``__init__``; the policy only in ``train()``). Entering
+        ``accelerator.autocast()`` here gives both models the same precision whatever the wrapping order;
+        under DeepSpeed it is a no-op and both engines hold weights of the same dtype.
+        """
+        with self.accelerator.autocast():
+            return sequence_logprobs(
+                model,
+                ids,
+                att,
+                score,
+                chunked=self.args.logprob_chunked,
+                micro_batch_size=self.args.logprob_micro_batch_size,
+            )
 
     def _ref_logps(self, ids, att, score) -> torch.Tensor:
         with torch.no_grad():
@@ -665,19 +870,20 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
         prefixes = self._prefixes(inputs)
         prompts = [self._prompt_ids(p) for p in prefixes]
         row_ids = inputs.get(args.id_column) or [f"row{k}" for k in range(len(prefixes))]
-        keys = [f"{self._micro_step}:{r}" for r in row_ids]  # seeds this prefix's swaps and tie rotation
+        keys = [f"{self._micro_step}:{r}" for r in row_ids]  # seeds this prefix's swaps and tie order
 
         start = time.perf_counter()
         pools = self._build_pools(inputs, prompts)
         gen_latency = time.perf_counter() - start
         prefix_texts = [self._judge_text(p) for p in prefixes]
-        scores, judge_wall, latencies = self._score_pools(prefix_texts, pools, keys)
+        scores, judge_wall, latencies = self._score_pools(inputs, prefix_texts, pools, keys)
+        self._apply_missing_eos_penalty(pools, scores)
 
         records, chosen, rejected, kept_prompts = [], [], [], []
         rank, step = self.accelerator.process_index, self.state.global_step
         for k, (pool, pool_scores) in enumerate(zip(pools, scores)):
-            offset = rotation_offset(args.seed, step, rank, keys[k], len(pool))
-            choice = select_pair(pool_scores.scores, offset)
+            order = tie_order(args.seed, step, rank, keys[k], len(pool))
+            choice = select_pair(pool_scores.scores, order)
             records.append(PoolRecord([c.kind for c in pool], pool_scores, choice))
             if choice is not None:
                 chosen.append(pool[choice.chosen])
@@ -689,12 +895,11 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
                           "records": records, "prefix_texts": prefix_texts}  # fmt: skip
 
         metrics = summarize_pools(records) | self._candidate_metrics(pools)
-        self._check_judge_health(metrics)
         metrics["judge_wall_s"] = judge_wall
         metrics["judge_latency_s_avg"] = sum(latencies) / len(latencies) if latencies else judge_wall
         metrics["gen_latency_s_avg"] = gen_latency
         loss = self._loss(model, kept_prompts, chosen, rejected, prompts, pools, metrics)
-        self._record(metrics)
+        self._check_judge_health(self._record(metrics))
         # Average over gradient-accumulation micro-batches the way transformers' Trainer.training_step does
         # (TRL 1.16's OnlineDPOTrainer backprops the unscaled loss, so its gradients grow with the GA steps).
         loss = loss / getattr(self, "current_gradient_accumulation_steps", args.gradient_accumulation_steps)
@@ -703,6 +908,10 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
         return loss.detach()
 
     def _check_judge_health(self, metrics: dict[str, float]) -> None:
+        """Warn on a high invalid rate; stop after ``judge_failure_patience`` all-invalid micro-batches.
+
+        ``metrics`` are reduced over processes, so every rank takes the same branch (no rank is left
+        waiting in a collective while another one raises)."""
         calls, invalid_rate = metrics["judge_calls"], metrics["judge_invalid_rate"]
         if calls and invalid_rate > 0.05:
             logger.warning("judge invalid rate %.2f this micro-batch (%d calls)", invalid_rate, calls)
@@ -710,34 +919,42 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
         patience = self.args.judge_failure_patience
         if patience and self._all_invalid_streak >= patience:
             reasons = dict(getattr(getattr(self.pairwise_judge, "stats", None), "reasons", {}) or {})
-            raise RuntimeError(
+            message = (
                 f"every judge call was invalid in {self._all_invalid_streak} consecutive micro-batches "
                 f"(reasons so far: {reasons or 'see the judge log'}); is the judge server up? Stopping at "
                 f"step {self.state.global_step}; resume from the last checkpoint "
                 "(--judge_failure_patience 0 disables this check)"
             )
+            if self.metrics_callback is not None:
+                self.metrics_callback.extra.update(stopped_reason="judge_failure", stopped_message=message)
+                self.metrics_callback.write(self.state, finished=False)
+            raise RuntimeError(message)
 
     def _prefixes(self, inputs: dict[str, Any]) -> list[list[int]]:
         args = self.args
         for column in (args.prefix_column,) + ((args.suffix_column,) if args.include_pivot else ()):
             if column not in inputs:
                 flag = "--prefix_column" if column == args.prefix_column else "--suffix_column"
+                hint = " (TRL prompt-only rows: --prefix_column prompt --include_pivot false)"
                 raise KeyError(
                     f"training rows lack column '{column}' (columns: {sorted(inputs)}); set {flag}"
+                    + (hint if "prompt" in inputs else "")
                 )
-        return [self._as_ids(p) for p in inputs[args.prefix_column]]
+        return [self._prefix_ids(p) for p in inputs[args.prefix_column]]
 
     def _build_pools(self, inputs: dict[str, Any], prompts: list[list[int]]) -> list[list[Candidate]]:
         """[pivot] + K rollouts + [rewrite] per prompt."""
         args = self.args
         pools = []
         for k, rolls in enumerate(self._generate_rollouts(prompts)):
-            pool = []
+            prefix, pool = inputs[args.prefix_column][k], []
             if args.include_pivot:
-                pool.append(self._static_candidate("pivot", self._as_ids(inputs[args.suffix_column][k])))
+                ids = self._completion_ids(inputs[args.suffix_column][k], prefix, args.suffix_column)
+                pool.append(self._static_candidate("pivot", ids))
             pool += rolls
             if args.rewrite_column:
-                pool.append(self._static_candidate("rewrite", self._as_ids(inputs[args.rewrite_column][k])))
+                ids = self._completion_ids(inputs[args.rewrite_column][k], prefix, args.rewrite_column)
+                pool.append(self._static_candidate("rewrite", ids))
             pools.append(pool)
         return pools
 
@@ -745,10 +962,9 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
         """Lengths (the explicit EOS choice) and, in think mode, thought statistics."""
         rolls = [c for pool in pools for c in pool if c.kind == "rollout"]
         pivots = [c for pool in pools for c in pool if c.kind == "pivot"]
-        eos = set(self.eos_token_ids)
         out = {
             "rollout_len_mean": sum(len(c.judge_ids) for c in rolls) / len(rolls),
-            "rollout_eos_rate": sum(bool(c.judge_ids) and c.judge_ids[-1] in eos for c in rolls) / len(rolls),
+            "rollout_eos_rate": sum(self._ends_with_eos(c) for c in rolls) / len(rolls),
             "pivot_len_mean": sum(len(c.judge_ids) for c in pivots) / len(pivots) if pivots else math.nan,
         }
         if self.args.think_mode:
@@ -828,12 +1044,13 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
         "candidate_tokens",
     }
 
-    def _record(self, metrics: dict[str, float]) -> None:
+    def _record(self, metrics: dict[str, float]) -> dict[str, float]:
         """Reduce this micro-step's metrics over ranks (counts summed, rates nan-averaged) into
-        ``self.stats``."""
+        ``self.stats``; returns the reduced values."""
         keys = list(self.stats)
         local = torch.tensor([float(metrics.get(k, math.nan)) for k in keys], device=self.accelerator.device)
         gathered = self.accelerator.gather(local.unsqueeze(0)).view(-1, len(keys)).cpu()
+        reduced = {}
         for j, key in enumerate(keys):
             col = gathered[:, j]
             if key in self._SUMMED:
@@ -841,12 +1058,14 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
             else:
                 valid = col[~torch.isnan(col)]
                 value = float(valid.mean()) if len(valid) else math.nan
+            reduced[key] = value
             if not math.isnan(value):
                 self.stats[key].append(value)
         if "candidate_tokens" in metrics:
             self.state.num_input_tokens_seen = getattr(self.state, "num_input_tokens_seen", 0) + int(
                 float(torch.nansum(gathered[:, keys.index("candidate_tokens")]))
             )
+        return reduced
 
     def _maybe_log_save_evaluate(self, *args, **kwargs):
         # TRL 1.16 averages every self.stats list and divides by its length: a metric that was undefined for a
