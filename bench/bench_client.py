@@ -1,10 +1,13 @@
 """Eval-client throughput at concurrency 32 versus 1 against the same server (one run, one table).
 
-Serves the embedded tiny Qwen3 with the CPU server (or uses ``--base-url``, e.g. an SGLang
-server on a GPU) and sends the same fan-out workload (problems × k samples, one request each)
-at each concurrency level. Prints samples/s, generated tok/s and the ratio to concurrency 1.
+Serves the embedded tiny Qwen3 with the CPU server (``transformers serve --continuous-batching``, as
+``make eval`` does; or uses ``--base-url``, e.g. an SGLang server on a GPU) and sends the same
+fan-out workload (problems × k samples, one request each, GSM8K prompts of the default suite) at
+each concurrency level. Prints samples/s, generated tok/s and the speed-up over the first level.
+A batching server should give several times more samples/s at 32 in flight than at 1; a server
+that runs one request at a time gives ~1.0x.
 
-    python bench/bench_client.py                                  # embedded GSM8K, 8 problems × 4 samples
+    python bench/bench_client.py                                  # 16 embedded GSM8K problems × 4 samples
     python bench/bench_client.py --base-url http://127.0.0.1:30000 --problems 64 --samples 8 --max-tokens 256
 """
 
@@ -23,30 +26,49 @@ from eval.benchmarks import get_benchmark, resolve_source  # noqa: E402
 from eval.client import EvalClient, SamplingConfig  # noqa: E402
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--base-url", action="append", default=[], help="running endpoint(s); default: serve one"
     )
-    parser.add_argument("--problems", type=int, default=8)
+    parser.add_argument("--model-dir", help="model to serve (default: the embedded tiny Qwen3)")
+    parser.add_argument("--problems", type=int, default=16)
     parser.add_argument("--samples", type=int, default=4, help="k samples per problem (k requests)")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--repeats", type=int, default=1, help="runs per level; the best is reported")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-async def measure(urls: list[str], requests, concurrency: int, max_tokens: int) -> dict:
-    client = EvalClient(urls, max_concurrency=concurrency, progress=False, max_retries=1)
+async def measure(urls: list[str], requests, concurrency: int, sampling: SamplingConfig) -> dict:
+    client = EvalClient(urls, max_concurrency=concurrency, progress=False, max_retries=1, timeout_s=600)
     try:
-        meter = await client.generate(requests, SamplingConfig(max_tokens=max_tokens, temperature=0.6))
+        meter = await client.generate(requests, sampling)
     finally:
         await client.aclose()
     return meter.to_dict()
 
 
-def main() -> None:
-    args = parse_args()
+def render(results: dict[int, dict], workload: str) -> str:
+    first = results[next(iter(results))]
+    lines = [
+        workload,
+        "",
+        "| concurrency | samples | failed | wall s | samples/s | tok/s | speed-up vs first |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level, r in results.items():
+        ratio = r["samples_per_s"] / first["samples_per_s"] if first["samples_per_s"] else float("nan")
+        lines.append(
+            f"| {level} | {r['samples']} | {r['failed']} | {r['elapsed_s']:.2f} | {r['samples_per_s']:.2f} "
+            f"| {r['tokens_per_s']:.1f} | {ratio:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[int, dict]:
+    args = parse_args(argv)
+    sampling = SamplingConfig(max_tokens=args.max_tokens, temperature=0.6, top_p=0.95)
     gsm8k = get_benchmark("gsm8k")
     problems = gsm8k.load(resolve_source("gsm8k", "embedded"), limit=args.problems)
     requests = [gsm8k.request(p, i) for p in problems for i in range(args.samples)]
@@ -56,23 +78,23 @@ def main() -> None:
             from eval.serving import launch_server
             from trl_ext.assets import embedded_default
 
-            handle = stack.enter_context(launch_server(embedded_default().model_dir, backend="auto"))
+            model_dir = args.model_dir or embedded_default().model_dir
+            handle = stack.enter_context(
+                launch_server(model_dir, backend="auto", sampling={"temperature": 0.6, "top_p": 0.95})
+            )
             urls = [handle.base_url]
-            print(f"server: {handle.backend} at {handle.base_url}")
-        asyncio.run(measure(urls, requests[: min(4, len(requests))], 4, args.max_tokens))  # warm-up
+            print(f"server: {handle.backend} at {handle.base_url} ({' '.join(handle.command[1:])})")
+        asyncio.run(measure(urls, requests[: min(8, len(requests))], 8, sampling))  # warm-up
         results = {}
         for level in args.concurrency:
-            runs = [asyncio.run(measure(urls, requests, level, args.max_tokens)) for _ in range(args.repeats)]
+            runs = [asyncio.run(measure(urls, requests, level, sampling)) for _ in range(args.repeats)]
             results[level] = max(runs, key=lambda r: r["samples_per_s"])
-    base = results[args.concurrency[0]]
-    workload = f"{len(requests)} samples ({args.problems} problems × {args.samples})"
-    print(f"\n{workload}, max_tokens={args.max_tokens}\n")
-    print("| concurrency | samples | failed | wall s | samples/s | tok/s | speed-up vs first |")
-    print("|---|---|---|---|---|---|---|")
-    for level, r in results.items():
-        ratio = r["samples_per_s"] / base["samples_per_s"] if base["samples_per_s"] else float("nan")
-        print(f"| {level} | {r['samples']} | {r['failed']} | {r['elapsed_s']:.2f} | {r['samples_per_s']:.2f} "
-              f"| {r['tokens_per_s']:.1f} | {ratio:.2f}x |")  # fmt: skip
+    workload = (
+        f"\n{len(requests)} samples ({args.problems} problems × {args.samples}), "
+        f"max_tokens={args.max_tokens}, T={sampling.temperature}, top_p={sampling.top_p}"
+    )
+    print(render(results, workload))
+    return results
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Pairwise-judge throughput (calls/s) at concurrency 1 versus 32 against a real local server.
 
-By default a ``transformers serve`` of the embedded tiny Qwen3 is started on 127.0.0.1 (CPU) and stopped by
-PID afterwards; ``--base-url`` measures a running server instead (e.g. SGLang on a GPU box). Each call is one
+By default a ``transformers serve --continuous-batching`` of the embedded tiny Qwen3 is started on 127.0.0.1
+(CPU, the server ``make eval`` uses) and stopped by PID afterwards; ``--base-url`` measures a running server
+instead (e.g. SGLang on a GPU box). A batching server gives several times more calls/s at concurrency 32
+than at 1; one that runs a request at a time gives ~1.0x. Each call is one
 pairwise quality prompt (the same prefix and two options every time, as in a training step) with a short
 reply budget. The tiny random model cannot write a conclusion line, so every verdict is invalid there: the
 number measured is transport + server throughput, which is what concurrency changes.
@@ -20,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PREFIX = "The river carried the spring floods down from the mountains, and the farmers in the valley"
+TEMPERATURE, TOP_P = 0.7, 0.6  # the reference run's judge sampling
 OPTIONS = (" watched the water rise over their fields for three days.", " sold their cattle early that year.")
 
 
@@ -28,7 +31,7 @@ def measure(base_url: str, concurrency: int, calls: int, max_tokens: int) -> dic
     from trl_ext.judges.pairwise import LLMPairwiseJudge
 
     client = OpenAICompatibleClient(base_url, max_concurrency=concurrency, timeout_s=300, max_retries=1)
-    judge = LLMPairwiseJudge(client=client, max_tokens=max_tokens, temperature=0.0)
+    judge = LLMPairwiseJudge(client=client, max_tokens=max_tokens, temperature=TEMPERATURE, top_p=TOP_P)
     start = time.perf_counter()
     verdicts = judge.judge_pairs([PREFIX] * calls, [OPTIONS[0]] * calls, [OPTIONS[1]] * calls)
     seconds = time.perf_counter() - start
@@ -51,6 +54,7 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=64, help="judge calls per setting")
     p.add_argument("--max-tokens", type=int, default=16, help="reply budget per call")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--model-dir", help="model to serve (default: the embedded tiny Qwen3)")
     args = p.parse_args()
 
     with contextlib.ExitStack() as stack:
@@ -59,10 +63,10 @@ def main() -> None:
             from eval.serving import launch_server
             from trl_ext.assets import embedded_default
 
-            url = stack.enter_context(
-                launch_server(embedded_default().model_dir, backend="transformers")
-            ).base_url
-        measure(url, 1, 2, args.max_tokens)  # warm-up (first request loads the model)
+            model_dir = args.model_dir or embedded_default().model_dir
+            sampling = {"temperature": TEMPERATURE, "top_p": TOP_P}
+            url = stack.enter_context(launch_server(model_dir, backend="auto", sampling=sampling)).base_url
+        measure(url, 8, 8, args.max_tokens)  # warm-up (first requests load the model, start batching)
         rows = [measure(url, c, args.calls, args.max_tokens) for c in args.concurrency]
 
     print(

@@ -9,9 +9,9 @@ Modules, one job each (docs/eval.md):
 * ``metrics``    Mean@k, unbiased pass@k, Wilson intervals, macro averages, paired deltas
 * ``results``    per-sample JSONL with resume and regrade
 * ``suite``      generate → grade → append, one arm at a time
-* ``report``     markdown + JSON tables in the seed's format, PNG plots
+* ``report``     markdown + JSON tables in the reference run's format, PNG plots
 * ``arms``       arm name → the model directory to serve
-* ``reward_gate``, ``thought_probe``, ``continuation``: METHOD.md §5, §7 and the stage check
+* ``reward_gate``, ``thought_probe``, ``continuation``: docs/method.md §5, §7 and the stage check
 
 Command line: ``python -m eval {serve,suite,regrade,report,reward-gate,thought-probe,continuation}``.
 """

@@ -20,26 +20,9 @@ import time
 from pathlib import Path
 
 DEFAULT_OUT = "outputs/eval"
-# Presets fill every suite flag the user did not give. "demo" is what a CPU machine can run in
-# a minute on the embedded default; "full" is METHOD.md §6 (needs the Hub or local files).
-PRESETS = {
-    "demo": {
-        "benchmarks": ["gsm8k"],
-        "sources": {"gsm8k": "embedded"},
-        "num_samples": 4,
-        "limit": 16,
-        "max_tokens": 64,
-        "max_concurrency": 16,
-    },
-    "full": {
-        "benchmarks": ["gsm8k", "math500", "gpqa_diamond", "olympiadbench"],
-        "sources": {},
-        "num_samples": 8,
-        "limit": None,
-        "max_tokens": 512,
-        "max_concurrency": 32,
-    },
-}
+# Presets (eval/presets.py) fill every suite flag the user did not give: demo (a CPU pipeline check
+# on the embedded default), full (this project's protocol), seed (the reference run's protocol),
+# lm-eval-gsm8k-cot and lighteval (those harnesses' prompts and extraction).
 PLUGIN_COMMANDS = {  # subcommands whose modules other parts of the project own
     "continuation": "eval.continuation",
     "reward-gate": "eval.reward_gate",
@@ -67,7 +50,7 @@ def _server_args(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="ARG",
-        help="extra server flag, repeatable; for SGLang these override the seed's flags, "
+        help="extra server flag, repeatable; for SGLang these override the reference run's flags, "
         "e.g. --server-arg=--mem-fraction-static=0.8 --server-arg=--tp=2",
     )
     group.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for /health")
@@ -85,12 +68,18 @@ def add_suite_parser(sub) -> None:
     _server_args(parser)
     parser.add_argument("--base-url", action="append", default=[], help="use a running endpoint (repeatable)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="results root: <out>/<arm>/<benchmark>.jsonl")
+    from eval.graders import available_graders
+    from eval.presets import PRESETS
+
     parser.add_argument(
         "--preset",
         default="auto",
-        choices=["auto", "demo", "full"],
-        help="defaults for the flags below: demo (embedded GSM8K, CPU), full (METHOD.md §6); "
-        "auto = demo when serving on CPU, else full",
+        choices=["auto", *PRESETS],
+        help="protocol: datasets, prompts, stop, sampling and grader (docs/eval.md lists each with its "
+        "source); flags below override it. auto = demo when serving on CPU, else full",
+    )
+    parser.add_argument(
+        "--grader", choices=available_graders(), help="grader for this run (default: the preset's)"
     )
     parser.add_argument("--benchmarks", help="comma list of gsm8k, math500, gpqa_diamond, olympiadbench")
     parser.add_argument(
@@ -103,15 +92,16 @@ def add_suite_parser(sub) -> None:
     parser.add_argument("--num-samples", type=int, help="k samples per problem (k requests)")
     parser.add_argument("--limit", type=int, help="first N problems per benchmark")
     parser.add_argument("--max-tokens", type=int, help="max new tokens per sample")
-    parser.add_argument("--temperature", type=float, default=0.6)
-    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--temperature", type=float, help="default: the preset's (0.6 for most)")
+    parser.add_argument("--top-p", type=float, help="default: the preset's (0.95 for most)")
     parser.add_argument(
         "--mode",
-        default="raw",
         choices=["raw", "chat"],
-        help="raw completions (base/SFT models, as the seed) or chat messages",
+        help="raw completions (base/SFT models) or chat messages (default: the preset's)",
     )
-    parser.add_argument("--no-stop", action="store_true", help="no stop sequences (the seed's behaviour)")
+    parser.add_argument(
+        "--no-stop", action="store_true", help="no stop sequences (the reference run's behaviour)"
+    )
     parser.add_argument(
         "--extra-body",
         type=json.loads,
@@ -122,7 +112,7 @@ def add_suite_parser(sub) -> None:
     )
     parser.add_argument("--seed", type=int, default=4337, help="seed of the GPQA option permutations")
     parser.add_argument(
-        "--gpqa-shuffle", default="per_problem", choices=["per_problem", "per_sample", "none"]
+        "--gpqa-shuffle", choices=["per_problem", "per_sample", "none"], help="default: the preset's"
     )
     parser.add_argument("--concurrency", type=int, help="max in-flight requests (default 32)")
     parser.add_argument("--request-timeout", type=float, default=180.0)
@@ -136,8 +126,15 @@ def add_suite_parser(sub) -> None:
 
 
 def add_regrade_parser(sub) -> None:
-    parser = sub.add_parser("regrade", help="re-score stored completions with the current graders")
+    from eval.graders import available_graders
+
+    parser = sub.add_parser("regrade", help="re-score stored completions (no generation)")
     parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument(
+        "--grader",
+        choices=available_graders(),
+        help="switch the stored rows to this grader (default: each row keeps its own)",
+    )
     parser.add_argument("--arms", nargs="*")
     parser.add_argument("--benchmarks", help="comma list (default: all found)")
     parser.add_argument("--grader-timeout", type=float, default=10.0)
@@ -155,7 +152,7 @@ def add_report_parser(sub) -> None:
         action="append",
         default=[],
         metavar="RIGHT:LEFT",
-        help="report RIGHT minus LEFT (repeatable; default: the seed's comparisons)",
+        help="report RIGHT minus LEFT (repeatable; default: the reference run's comparisons)",
     )
     parser.add_argument("--report-dir", help="where to write (default: --out)")
     parser.add_argument("--no-plots", action="store_true")
@@ -223,20 +220,24 @@ def _parse_sources(items: list[str]) -> dict[str, str]:
     return sources
 
 
-def suite_config(args, preset: str):
-    from eval.benchmarks import get_benchmark
+def suite_config(args, preset_name: str, model: dict | None = None):
     from eval.client import SamplingConfig
+    from eval.presets import get_preset
     from eval.suite import SuiteConfig
 
-    values = PRESETS[preset]
-    benchmarks = args.benchmarks.split(",") if args.benchmarks else values["benchmarks"]
-    benchmarks = [get_benchmark(b).name for b in benchmarks if b.strip()]
-    sources = {**values["sources"], **_parse_sources(args.source)}
+    preset = get_preset(preset_name)
+    benchmarks = args.benchmarks.split(",") if args.benchmarks else list(preset.benchmarks)
+    benchmarks = [preset.benchmark(b).name for b in benchmarks if b.strip()]
+    sources = {**preset.sources, **_parse_sources(args.source)}
+
+    def pick(flag, default):
+        return default if flag is None else flag
+
     sampling = SamplingConfig(
-        max_tokens=args.max_tokens or values["max_tokens"],
-        temperature=args.temperature,
-        top_p=args.top_p,
-        use_stop=not args.no_stop,
+        max_tokens=args.max_tokens or preset.max_tokens,
+        temperature=pick(args.temperature, preset.temperature),
+        top_p=pick(args.top_p, preset.top_p),
+        use_stop=preset.use_stop and not args.no_stop,
         extra=dict(args.extra_body),
     )
     return SuiteConfig(
@@ -244,19 +245,41 @@ def suite_config(args, preset: str):
         out_dir=Path(args.out),
         benchmarks=benchmarks,
         sources={b: s for b, s in sources.items() if b in benchmarks},
-        num_samples=args.num_samples or values["num_samples"],
-        limit=args.limit if args.limit is not None else values["limit"],
-        mode=args.mode,
+        num_samples=args.num_samples or preset.num_samples,
+        limit=args.limit if args.limit is not None else preset.limit,
+        mode=pick(args.mode, preset.mode),
         seed=args.seed,
-        gpqa_shuffle=args.gpqa_shuffle,
+        gpqa_shuffle=pick(args.gpqa_shuffle, preset.gpqa_shuffle),
         sampling=sampling,
-        max_concurrency=args.concurrency or values["max_concurrency"],
+        max_concurrency=args.concurrency or preset.max_concurrency,
         request_timeout_s=args.request_timeout,
         max_retries=args.retries,
         grader_timeout_s=args.grader_timeout,
         grader_workers=args.grader_workers,
         progress=not args.no_progress,
+        preset=preset.name,
+        grader=args.grader or preset.grader,
+        model=model or {},
     )
+
+
+def model_info(model_dir: Path | None, base_urls: list[str]) -> dict:
+    """What the report says about the model: its directory and whether its weights are random
+    (the embedded tiny model, or a checkpoint trained from it: trl_ext.assets.model_asset_info)."""
+    if model_dir is None:
+        return {"name": ", ".join(base_urls), "random_weights": None}
+    info: dict = {"dir": str(model_dir), "name": Path(model_dir).name, "random_weights": None}
+    try:
+        from trl_ext.assets import model_asset_info
+    except ImportError:  # an older checkout without the embedded-model markers
+        return info
+    asset = model_asset_info(model_dir)
+    if asset is not None:
+        info["random_weights"] = bool(asset.get("random_weights"))
+        info["embedded"] = asset.get("name")
+    elif (Path(model_dir) / "config.json").exists():
+        info["random_weights"] = False
+    return info
 
 
 def cmd_suite(args) -> int:
@@ -267,7 +290,8 @@ def cmd_suite(args) -> int:
     preset = args.preset
     if preset == "auto":
         preset = "demo" if backend == "transformers" else "full"
-    config = suite_config(args, preset)
+    model_dir = None if args.base_url else _model_dir(args)  # a missing arm fails first
+    config = suite_config(args, preset, model_info(model_dir, args.base_url))
     arm_dir = config.out_dir / config.arm
     if args.overwrite:
         for bench in config.benchmarks:
@@ -276,9 +300,9 @@ def cmd_suite(args) -> int:
         (arm_dir / "sampling.json").unlink(missing_ok=True)
     print(
         f"eval suite: arm={config.arm} preset={preset} benchmarks={','.join(config.benchmarks)} "
-        f"k={config.num_samples} max_tokens={config.sampling.max_tokens} mode={config.mode} out={arm_dir}"
+        f"k={config.num_samples} max_tokens={config.sampling.max_tokens} mode={config.mode} "
+        f"grader={config.grader} out={arm_dir}"
     )
-    model_dir = None if args.base_url else _model_dir(args)  # a missing arm fails first
     requests = prepare_requests(config)  # then bad data, all before a server starts
     with _sigterm_as_exit():
         if args.base_url:
@@ -294,8 +318,13 @@ def cmd_suite(args) -> int:
                 extra_args=args.server_arg,
                 ready_timeout_s=args.ready_timeout,
                 log_path=log_path,
+                sampling=_server_sampling(config.sampling),
             ) as handle:
-                print(f"server: {handle.backend} pid {handle.pid} at {handle.base_url} serving {model_dir}")
+                print(
+                    f"server: {handle.backend} pid {handle.pid} (server pid {handle.server_pid}, "
+                    f"workdir {handle.workdir}) at {handle.base_url} serving {model_dir}",
+                    flush=True,
+                )
                 summary = run_suite(config, [handle.base_url], requests)
     _print_summary(summary)
     if not args.no_report:
@@ -308,6 +337,13 @@ def cmd_suite(args) -> int:
             f"{config.out_dir / 'plots'}"
         )
     return 0 if summary.get("complete") else 3
+
+
+def _server_sampling(sampling) -> dict:
+    """The CPU server's default sampling (its continuous batching applies one setting to all)."""
+    if sampling.temperature <= 0:
+        return {"do_sample": False}
+    return {"temperature": sampling.temperature, "top_p": sampling.top_p}
 
 
 def _print_summary(summary: dict) -> None:
@@ -325,24 +361,39 @@ def _print_summary(summary: dict) -> None:
 
 
 def cmd_regrade(args) -> int:
-    from eval.graders import GraderPool
+    from eval.graders import GRADERS, GraderPool
     from eval.report import write_report
-    from eval.results import discover, regrade_file
+    from eval.results import discover, regrade_file, write_json
+    from eval.suite import refresh_summary
 
     files = discover(args.out, args.arms)
     wanted = set(args.benchmarks.split(",")) if args.benchmarks else None
+    if args.grader:
+        found = {b for benches in files.values() for b in benches if not wanted or b in wanted}
+        unsupported = sorted(found - set(GRADERS[args.grader]))
+        if unsupported:
+            raise SystemExit(
+                f"error: grader {args.grader!r} has no rule for {', '.join(unsupported)}; "
+                f"restrict with --benchmarks {','.join(sorted(found & set(GRADERS[args.grader]))) or '...'}"
+            )
     totals = {}
     with GraderPool(workers=args.grader_workers, timeout_s=args.grader_timeout) as pool:
         for arm, benches in files.items():
             for bench, path in benches.items():
                 if wanted and bench not in wanted:
                     continue
-                stats = regrade_file(path, pool, dry_run=args.dry_run)
+                stats = regrade_file(path, pool, dry_run=args.dry_run, grader=args.grader)
                 totals[f"{arm}/{bench}"] = stats
                 print(f"{arm}/{bench}: {json.dumps(stats)}")
     if not args.dry_run and totals:
+        for arm in files:
+            refresh_summary(args.out, arm)  # every aggregate, not only report.json
+            sampling_path = Path(args.out) / arm / "sampling.json"
+            if args.grader and sampling_path.exists():  # a resumed run must grade the same way
+                stored = json.loads(sampling_path.read_text(encoding="utf-8"))
+                write_json(sampling_path, {**stored, "grader": args.grader})
         write_report(args.out)
-        print(f"report rewritten: {Path(args.out) / 'report.md'}")
+        print(f"summaries and report rewritten: {Path(args.out) / 'report.md'}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Built on :class:`trl_ext.client.OpenAICompatibleClient` (bounded concurrency, timeouts,
 retries with backoff, several endpoints), so it works unchanged against SGLang on a GPU and
-``transformers serve`` on CPU — including servers that silently ignore ``n`` (SERVING_ON_CPU.md).
+``transformers serve`` on CPU, including servers that silently ignore ``n`` (``transformers serve``).
 Adds a progress bar with samples/s and generated tokens/s, and a per-result callback so the
 caller can persist each sample the moment it arrives (that is what makes resume exact).
 """
@@ -10,6 +10,7 @@ caller can persist each sample the moment it arrives (that is what makes resume 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,12 +23,12 @@ from trl_ext.client import GenerationResult, OpenAICompatibleClient
 
 @dataclass
 class SamplingConfig:
-    """Sampling parameters sent with every request (METHOD.md §6 defaults)."""
+    """Sampling parameters sent with every request (docs/method.md §6 defaults)."""
 
     max_tokens: int = 512
     temperature: float = 0.6
     top_p: float = 0.95
-    use_stop: bool = True  # raw mode: stop at the next "Problem:" (the seed had no stop)
+    use_stop: bool = True  # raw mode: stop at the next "Problem:" (the reference run had no stop)
     extra: dict = field(default_factory=dict)  # passed through, e.g. {"chat_template_kwargs": {...}}
 
 
@@ -57,6 +58,20 @@ class Throughput:
             "samples_per_s": round(self.samples_per_s, 3),
             "tokens_per_s": round(self.tokens_per_s, 2),
         }
+
+
+def apply_stop(result: GenerationResult, stop: Sequence[str] | None) -> GenerationResult:
+    """Cut the text at the first stop string, as SGLang and vLLM do server-side.
+
+    ``transformers serve --continuous-batching`` ignores ``stop``; without this cut a few-shot
+    run-on ("Problem: ..." after the answer) would reach the grader. ``completion_tokens`` stays
+    the server's count (what was generated, and paid for)."""
+    if not stop or result.text is None:
+        return result
+    cut = min((i for i in (result.text.find(s) for s in stop if s) if i != -1), default=-1)
+    if cut == -1:
+        return result
+    return dataclasses.replace(result, text=result.text[:cut], finish_reason="stop")
 
 
 OnResult = Callable[[SampleRequest, GenerationResult], Awaitable[None]]
@@ -105,8 +120,10 @@ class EvalClient:
         if sampling.use_stop and request.stop:
             params["stop"] = request.stop
         if request.messages is not None:
-            return await self.client.chat(request.messages, **params)
-        return await self.client.complete(request.prompt, **params)
+            result = await self.client.chat(request.messages, **params)
+        else:
+            result = await self.client.complete(request.prompt, **params)
+        return apply_stop(result, params.get("stop"))
 
     async def generate(
         self,

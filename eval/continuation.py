@@ -1,9 +1,9 @@
-"""Stage check for phase3 (METHOD.md §2): held-out pairwise continuation quality, candidate vs base.
+"""Stage check for phase3 (docs/method.md §2): held-out pairwise continuation quality, candidate vs base.
 
 ``python -m eval continuation --base base --candidate phase3`` (arm names or model directories): both
 models greedy-decode 128 tokens on 128 held-out prefixes; for each prefix one pairwise judge call sees the
 prefix and the two continuations in a seeded random order; the report is wins / valid judgements with a 95%
-Wilson interval (the seed's figure: phase3 beat base on 81/128 = 63.28%).
+Wilson interval (the reference run's figure: phase3 beat base on 81/128 = 63.28%).
 
 * ``<out>/samples.jsonl`` — one row per prefix (both continuations, the order shown, the verdict, the raw
   reply), appended as it is judged: a killed run resumes where it stopped and never judges a prefix twice.
@@ -163,7 +163,7 @@ def build_judge(args: argparse.Namespace):
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "continuation",
-        help="METHOD.md §2 stage check: pairwise continuation win rate, candidate vs base",
+        help="docs/method.md §2 stage check: pairwise continuation win rate, candidate vs base",
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--base", default="base", help="arm name or model directory of the reference model")

@@ -74,6 +74,11 @@ class BenchmarkScore:
     grader_timeouts: int = 0
     grader_errors: int = 0
     unextracted: int = 0
+    # How the numbers were obtained, read from the rows ("mixed" if rows disagree; None for rows
+    # written before these fields existed).
+    preset: str | None = None
+    prompt_version: str | None = None
+    grader: str | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -117,7 +122,9 @@ def score_rows(arm: str, benchmark: str, rows: Sequence[Mapping]) -> BenchmarkSc
         values = [pass_at_k(len(v), sum(v), kk) for v in per_problem.values()]
         pass_at[kk] = float(np.mean(values))
         pass_ci[kk] = bootstrap_interval(values)
+    protocol = {key: _one_value(rows, key) for key in ("preset", "prompt_version", "grader")}
     return BenchmarkScore(
+        **protocol,
         arm=arm,
         benchmark=benchmark,
         num_problems=num_problems,
@@ -137,6 +144,13 @@ def score_rows(arm: str, benchmark: str, rows: Sequence[Mapping]) -> BenchmarkSc
         grader_errors=errors,
         unextracted=unextracted,
     )
+
+
+def _one_value(rows: Sequence[Mapping], key: str) -> str | None:
+    values = {row.get(key) for row in rows}
+    if len(values) > 1:
+        return "mixed"
+    return values.pop() if values else None
 
 
 def macro_average(scores: Sequence[BenchmarkScore]) -> dict[str, float]:

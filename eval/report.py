@@ -1,4 +1,4 @@
-"""Reports in the seed's format (RLMT_RESULTS.md "Reasoning eval"), recomputed from the rows.
+"""Reports in the reference run's format (docs/reference_results.md), recomputed from the rows.
 
 Writes ``report.md`` (per arm × benchmark table, macro averages, Pass@k for every k, direct
 comparisons), ``report.json`` (the same numbers plus intervals) and PNG plots: per-benchmark
@@ -8,6 +8,7 @@ problem: its fraction of correct samples).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,7 +59,7 @@ def _bench_key(name: str) -> int:
 def comparisons_for(
     arms: Sequence[str], requested: Sequence[tuple[str, str]] | None = None
 ) -> list[tuple[str, str]]:
-    """Requested ``(right, left)`` pairs, else the seed's pairs that are present, else every
+    """Requested ``(right, left)`` pairs, else the reference run's pairs that are present, else every
     later arm against every earlier one."""
     if requested:
         return list(requested)
@@ -98,11 +99,37 @@ def build_report(
                     - m_l["macro_avg_completion_tokens"],
                 }
             )
+    report["runs"] = {arm: run_info(root, arm, scores[arm]) for arm in arm_list}
     report["per_problem_accuracy"] = {
         arm: {b: [c / n for n, c, _ in per_problem_stats(r).values()] for b, r in rows[arm].items()}
         for arm in arm_list
     }
     return report
+
+
+def run_info(root: str | Path, arm: str, scores: dict) -> dict:
+    """Preset, grader and model of one arm: from its summary.json (written by the suite), else
+    from the rows (preset/grader) with the model unknown."""
+    path = Path(root) / arm / "summary.json"
+    config = {}
+    if path.exists():
+        try:
+            config = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+        except json.JSONDecodeError:
+            config = {}
+
+    def from_rows(key: str) -> str | None:
+        values = {getattr(s, key) for s in scores.values()}
+        return values.pop() if len(values) == 1 else ("mixed" if values else None)
+
+    model = config.get("model") or {}
+    return {
+        "preset": from_rows("preset") or config.get("preset"),
+        "grader": from_rows("grader") or config.get("grader"),
+        "model": model.get("name") or arm,
+        "model_dir": model.get("dir"),
+        "random_weights": model.get("random_weights"),
+    }
 
 
 def _k_label(scores: dict) -> str:
@@ -186,23 +213,60 @@ def render_markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_plots(report: dict, out_dir: Path) -> list[Path]:
-    """Per-benchmark bars with intervals (Mean@k and Pass@k any) and per-problem accuracy histograms."""
-    import matplotlib
+def _one(values) -> str:
+    values = sorted({str(v) for v in values if v is not None})
+    return values[0] if len(values) == 1 else ("/".join(values) if values else "unknown")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def plot_context(report: dict) -> tuple[str, str | None]:
+    """The second title line of every suite plot (preset, grader, models, problems per benchmark)
+    and the random-weight warning, if any model has random weights."""
+    from eval.plotting import random_note
+
+    runs = report.get("runs", {})
+    models = ", ".join(
+        f"{arm}={runs.get(arm, {}).get('model', arm)}" if runs.get(arm, {}).get("model") != arm else arm
+        for arm in report["arms"]
+    )
+    problems = {}
+    for per_bench in report["scores"].values():
+        for bench, s in per_bench.items():
+            problems.setdefault(_display(bench), set()).add(s["num_problems"])
+    counts = ", ".join(f"{b} {_one(n)}" for b, n in problems.items())
+    preset = _one(r.get("preset") for r in runs.values())
+    grader = _one(r.get("grader") for r in runs.values())
+    line = f"preset {preset}, grader {grader}; model: {models}\nproblems: {counts}"
+    note = random_note({runs[a].get("model", a): runs[a].get("random_weights") for a in runs})
+    return line, note
+
+
+def render_plots(report: dict, out_dir: Path) -> list[Path]:
+    """Per-benchmark bars with intervals and value labels (Mean@k and Pass@k any) and per-problem
+    accuracy histograms; every title says k, problems, model and preset."""
     import numpy as np
 
+    from eval.plotting import (
+        ZERO_FLOOR,
+        add_random_note,
+        integer_axis,
+        label_bars,
+        pyplot,
+        visible_bars,
+        wrap,
+    )
+
+    plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     arms = report["arms"]
     benches = sorted({b for per in report["scores"].values() for b in per}, key=_bench_key)
+    k = _k_label(report["scores"])
+    context, note = plot_context(report)
     paths = []
     for metric, ci_key, label in (
-        ("mean_at_k", "mean_at_k_ci95", "Mean@k"),
-        ("pass_at_k_any", "pass_at_k_any_ci95", "Pass@k any"),
+        ("mean_at_k", "mean_at_k_ci95", f"Mean@{k}"),
+        ("pass_at_k_any", "pass_at_k_any_ci95", f"Pass@{k} (any of {k} correct)"),
     ):
-        fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(benches) * max(1, len(arms)) / 2), 3.6))
+        fig, ax = plt.subplots(figsize=(max(6.5, 1.8 * len(benches) * max(1, len(arms)) / 2), 4.2))
         width = 0.8 / max(1, len(arms))
         for i, arm in enumerate(arms):
             xs, ys, lo, hi = [], [], [], []
@@ -214,28 +278,40 @@ def render_plots(report: dict, out_dir: Path) -> list[Path]:
                 ys.append(s[metric])
                 lo.append(max(0.0, s[metric] - s[ci_key][0]))  # float noise at 0 or 1
                 hi.append(max(0.0, s[ci_key][1] - s[metric]))
-            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=arm)
+            bars = visible_bars(
+                ax, xs, ys, width, yerr=[lo, hi], capsize=3, label=arm, color=f"C{i % 10}", alpha=0.85
+            )
+            label_bars(ax, bars, ys)
         ax.set_xticks(
             [j + width * (len(arms) - 1) / 2 for j in range(len(benches))], [_display(b) for b in benches]
         )
         ax.set_ylabel(label)
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{label} per benchmark (95% Wilson intervals)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
+        ax.set_ylim(ZERO_FLOOR, 1.08)
+        ax.axhline(0, color="black", linewidth=0.6)
+        title = f"{label} per benchmark, k={k} samples/problem (95% Wilson intervals)"
+        ax.set_title(wrap(f"{title}\n{context}"), fontsize=9)
+        ax.legend(fontsize=8, loc="upper right")
+        add_random_note(fig, note)
+        fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
         path = out_dir / f"{metric}.png"
         fig.savefig(path, dpi=120)
         plt.close(fig)
         paths.append(path)
-    fig, axes = plt.subplots(1, len(benches), figsize=(3.6 * len(benches), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(benches), figsize=(3.8 * max(2, len(benches)), 3.8), squeeze=False)
     for ax, bench in zip(axes[0], benches):
         data = [report["per_problem_accuracy"][arm].get(bench, []) for arm in arms]
-        ax.hist(data, bins=np.linspace(0, 1, 11), label=arms)
-        ax.set_title(_display(bench))
-        ax.set_xlabel("per-problem fraction correct")
+        ax.hist(data, bins=np.linspace(0, 1, 11), label=arms, edgecolor="black", linewidth=0.5)
+        problems = _one(len(d) for d in data if d)
+        ax.set_title(f"{_display(bench)} ({problems} problems)", fontsize=9)
+        ax.set_xlabel(f"fraction of the {k} samples correct")
+        integer_axis(ax.yaxis)
+    for ax in axes[0][len(benches) :]:
+        ax.axis("off")
     axes[0][0].set_ylabel("problems")
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
+    axes[0][len(benches) - 1].legend(fontsize=8)
+    fig.suptitle(wrap(f"Per-problem accuracy, k={k}\n{context}", 40 * max(2, len(benches))), fontsize=9)
+    add_random_note(fig, note)
+    fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
     path = out_dir / "per_problem_accuracy.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)

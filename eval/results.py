@@ -38,7 +38,16 @@ SAMPLE_SCHEMA = RowSchema(
         "permutation": list[int] | None,
         "grade_error": str | None,
     },
-    optional={"latency_s": float, "attempts": int, "grade_meta": dict, "mode": str, "endpoint": str | None},
+    optional={
+        "latency_s": float,
+        "attempts": int,
+        "grade_meta": dict,
+        "mode": str,
+        "endpoint": str | None,
+        "preset": str,
+        "prompt_version": str,
+        "grader": str,
+    },
 )
 FAILURE_SCHEMA = RowSchema(
     name="eval failure",
@@ -150,16 +159,26 @@ def discover(root: str | Path, arms: Iterable[str] | None = None) -> dict[str, d
     return found
 
 
-def regrade_file(path: str | Path, pool, dry_run: bool = False) -> dict:
-    """Re-score every stored completion with the current graders (no generation).
+def regrade_file(path: str | Path, pool, dry_run: bool = False, grader: str | None = None) -> dict:
+    """Re-score every stored completion (no generation), with ``grader`` or each row's own grader.
 
     Returns counts: rows, changed verdicts (``flipped_to_correct`` / ``flipped_to_wrong``),
     grader timeouts/errors. The file is rewritten atomically unless ``dry_run``.
     """
+    from eval.graders import DEFAULT_GRADER
+
     rows = read_samples(path)
-    grades = pool.grade_many(
-        (row["benchmark"], row["completion"], row["gold"], dict(row.get("grade_meta") or {})) for row in rows
-    )
+    futures = [
+        pool.submit(
+            row["benchmark"],
+            row["completion"],
+            row["gold"],
+            grader=grader or row.get("grader") or DEFAULT_GRADER,
+            **dict(row.get("grade_meta") or {}),
+        )
+        for row in rows
+    ]
+    grades = [f.result() for f in futures]
     stats = {"rows": len(rows), "flipped_to_correct": 0, "flipped_to_wrong": 0, "timeouts": 0, "errors": 0}
     for row, grade in zip(rows, grades):
         if grade.correct != row["correct"]:
@@ -167,6 +186,7 @@ def regrade_file(path: str | Path, pool, dry_run: bool = False) -> dict:
         stats["timeouts"] += grade.timed_out
         stats["errors"] += grade.error is not None and not grade.timed_out
         row.update(correct=grade.correct, extracted=grade.extracted, grade_error=grade.error)
+        row["grader"] = grade.grader
     if not dry_run:
         write_rows(path, rows)
     return stats

@@ -1,4 +1,4 @@
-"""Reward gate (METHOD.md §5): does an arm earn reward from the RLMT judge, and is that reward usable?
+"""Reward gate (docs/method.md §5): does an arm earn reward from the RLMT judge, and is that reward usable?
 
 ``python -m eval reward-gate --arms think_base think_phase3 ...`` samples 64 held-out prefixes ×
 16 samples per arm with the RLMT two-stage rollout (thought ≤48 tokens, inserted ``</think>``,
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import math
 import time
@@ -91,7 +92,7 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def summarize_arm(records: Sequence[Mapping]) -> dict[str, Any]:
-    """METHOD.md §5 per-arm summary from sample rows (see docs/reward_gate.md for definitions).
+    """docs/method.md §5 per-arm summary from sample rows (see docs/reward_gate.md for definitions).
 
     Group rates (mixed, near-zero, any/all-success) are over all prefixes of the arm (a prefix
     whose samples are all invalid counts in none of them); ``reward_*`` over valid samples;
@@ -112,7 +113,7 @@ def summarize_arm(records: Sequence[Mapping]) -> dict[str, Any]:
     closed = [r for r in records if r["closed_by_model"]]
     n = len(records)
     return {
-        # METHOD.md §5 fields
+        # docs/method.md §5 fields
         "reward_mean": stats["reward_mean"] if valid else math.nan,
         "reward_std": stats["reward_std"] if valid else math.nan,
         "invalid_rate": stats["invalid_judge_rate"],
@@ -124,7 +125,7 @@ def summarize_arm(records: Sequence[Mapping]) -> dict[str, Any]:
         "avg_predicted_suffix_words": stats["avg_suffix_words"],
         "closed_think_rate": sum(bool(r["thought_closed"]) for r in records) / n if n else math.nan,
         "autonomous_closed_think_rate": len(closed) / n if n else math.nan,
-        # supporting counts and group statistics (REFERENCE_RUN.md §5 summarize_arm)
+        # supporting counts and group statistics (docs/reference_run.md §5 summarize_arm)
         "num_records": n,
         "valid": len(valid),
         "invalid": n - len(valid),
@@ -197,7 +198,7 @@ def go_no_go(
     max_invalid_rate: float = 0.05,
     max_near_zero_rate: float = 0.50,
 ) -> tuple[dict[str, bool | None], dict[str, Any]]:
-    """METHOD.md §5 go/no-go fields and the headline phase3-vs-base comparison.
+    """docs/method.md §5 go/no-go fields and the headline phase3-vs-base comparison.
 
     The phase3 fields are ``None`` when no (phase3, base) pair was evaluated: not measured is
     not the same as false.
@@ -321,7 +322,7 @@ def sample_arm(
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "reward-gate",
-        help="METHOD.md §5 reward gate: held-out two-stage rollouts judged by the RLMT judge",
+        help="docs/method.md §5 reward gate: held-out two-stage rollouts judged by the RLMT judge",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -380,33 +381,73 @@ def run(args: argparse.Namespace) -> int:
     write_summary(out, summary)
     table = render_table(summary)
     (out / "summary.md").write_text(table + "\n")
-    plot = plot_reward_distribution({arm: prefix_mean_rewards(r) for arm, r in records_by_arm.items()}, out)
+    from eval.plotting import is_random_weight
+
+    plot = plot_reward_distribution(
+        {arm: prefix_mean_rewards(r) for arm, r in records_by_arm.items()},
+        out,
+        judge=judge_description,
+        random_weights={arm.name: is_random_weight(arm.model_dir) for arm in arms},
+        samples=args.samples,
+    )
     print(table)
     print(f"summary: {out / 'summary.json'} (+ summary.md, {plot.name})   samples: {out}/<arm>.samples.jsonl")
     return 0 if summary["complete"] else 3
 
 
-def plot_reward_distribution(prefix_means: Mapping[str, Mapping[str, float]], out: Path) -> Path:
+def plot_reward_distribution(
+    prefix_means: Mapping[str, Mapping[str, float]],
+    out: Path,
+    judge: Any = None,
+    random_weights: Mapping[str, bool | None] | None = None,
+    samples: int | None = None,
+) -> Path:
     """Histogram of per-prefix mean reward per arm: where the gate's reward mass sits (all-zero
-    groups at 0, mixed groups in between) is what the mean alone hides."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    groups at 0, mixed groups in between) is what the mean alone hides. The title names the judge
+    (a reward is only as meaningful as its judge) and random-weight arms are flagged."""
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    from eval.plotting import add_random_note, integer_axis, pyplot, random_note, wrap
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 3.9))
     arms = sorted(prefix_means)
-    ax.hist([list(prefix_means[arm].values()) for arm in arms], bins=np.linspace(0, 1, 11), label=arms)
-    ax.set_xlabel("per-prefix mean reward")
+    ax.hist(
+        [list(prefix_means[arm].values()) for arm in arms],
+        bins=np.linspace(0, 1, 11),
+        label=arms,
+        edgecolor="black",
+        linewidth=0.5,
+    )
+    ax.set_xlabel("per-prefix mean reward" + (f" over {samples} samples" if samples else ""))
     ax.set_ylabel("prefixes")
-    ax.set_title("Reward gate: distribution of per-prefix mean reward")
+    integer_axis(ax.yaxis)
+    prefixes = sorted({len(v) for v in prefix_means.values()})
+    judge_name = _judge_name(judge)
+    title = (
+        f"Reward gate: distribution of per-prefix mean reward\n"
+        f"judge: {judge_name}; prefixes: {'/'.join(map(str, prefixes)) or 0}"
+    )
+    ax.set_title(wrap(title, 80), fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    note = random_note(random_weights or {})
+    add_random_note(fig, note)
+    fig.tight_layout(rect=(0, 0.05 if note else 0, 1, 1))
     path = out / "reward_distribution.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _judge_name(judge: Any) -> str:
+    """A short name for the judge description the gate records in its config."""
+    if judge is None:
+        return "unknown"
+    if isinstance(judge, Mapping):
+        keys = ("kind", "name", "model", "prompt", "base_url")
+        parts = [str(judge[k]) for k in keys if judge.get(k)]
+        return ", ".join(parts) if parts else json.dumps(judge, sort_keys=True)[:120]
+    return str(judge)[:120]
 
 
 def _fmt(value: Any) -> str:
@@ -416,7 +457,7 @@ def _fmt(value: Any) -> str:
 
 
 def render_table(summary: Mapping[str, Any]) -> str:
-    """The seed's reward-gate tables as markdown (arms, comparisons, go/no-go)."""
+    """The reference run's reward-gate tables as markdown (arms, comparisons, go/no-go)."""
     cols = ["reward_mean", "reward_std", "invalid_rate", "mixed_group_rate", "near_zero_group_rate",
             "any_success_group_rate", "all_success_group_rate", "avg_total_new_tokens",
             "avg_predicted_suffix_words", "closed_think_rate", "autonomous_closed_think_rate"]  # fmt: skip

@@ -50,10 +50,15 @@ class SuiteConfig:
     grader_timeout_s: float = 10.0
     grader_workers: int = 1
     progress: bool = True
+    preset: str = "full"  # eval.presets: datasets and prompts of each benchmark
+    grader: str = "default"  # eval.graders registry name
+    model: dict = field(default_factory=dict)  # what was served: dir, name, random_weights (for reports)
 
 
 def build_requests(config: SuiteConfig, benchmark_name: str) -> list[SampleRequest]:
-    benchmark = get_benchmark(benchmark_name)
+    from eval.presets import get_preset
+
+    benchmark = get_preset(config.preset).benchmark(benchmark_name)
     source = resolve_source(benchmark.name, config.sources.get(benchmark.name))
     problems = benchmark.load(source, limit=config.limit)
     return [
@@ -85,6 +90,9 @@ def sample_row(
         "grade_meta": dict(request.problem.grade_meta),
         "mode": config.mode,
         "endpoint": result.endpoint,
+        "preset": config.preset,
+        "prompt_version": request.prompt_version,
+        "grader": grade.grader,
     }
 
 
@@ -125,7 +133,8 @@ async def run_benchmark(
                 prompt_hash=request.prompt_hash,
             )
             return
-        future = pool.submit(benchmark, result.text, request.gold, **dict(request.problem.grade_meta))
+        meta = dict(request.problem.grade_meta)
+        future = pool.submit(benchmark, result.text, request.gold, grader=config.grader, **meta)
         grade = await asyncio.wrap_future(future)
         store.add(sample_row(config, benchmark, request, result, grade))
         counts["generated"] += 1
@@ -140,14 +149,25 @@ async def run_benchmark(
 
 def summarize_arm(config: SuiteConfig, run_counts: dict[str, dict] | None = None) -> dict:
     """Recompute every aggregate of the arm from its JSONL files and write summary.json."""
-    summary: dict = {"arm": config.arm, "benchmarks": {}, "config": _config_dict(config)}
-    for name in config.benchmarks:
+    return write_summary(config.out_dir, config.arm, config.benchmarks, _config_dict(config), run_counts)
+
+
+def write_summary(
+    out_dir: str | Path,
+    arm: str,
+    benchmarks: list[str],
+    config: dict,
+    run_counts: dict[str, dict] | None = None,
+) -> dict:
+    """``<out>/<arm>/summary.json`` from the rows: one entry per benchmark plus completeness."""
+    summary: dict = {"arm": arm, "benchmarks": {}, "config": config}
+    for name in benchmarks:
         benchmark = get_benchmark(name).name
-        path = Path(config.out_dir) / config.arm / f"{benchmark}.jsonl"
+        path = Path(out_dir) / arm / f"{benchmark}.jsonl"
         rows = read_samples(path) if path.exists() and path.stat().st_size else []
-        entry = score_rows(config.arm, benchmark, rows).to_dict() if rows else {"num_samples": 0}
+        entry = score_rows(arm, benchmark, rows).to_dict() if rows else {"num_samples": 0}
         entry["examples_path"] = str(path)
-        failures = read_failures(Path(config.out_dir) / config.arm / f"{benchmark}.failures.jsonl")
+        failures = read_failures(Path(out_dir) / arm / f"{benchmark}.failures.jsonl")
         stored = {(r["id"], r["sample_idx"]) for r in rows}
         entry["unresolved_request_failures"] = len({(f["id"], f["sample_idx"]) for f in failures} - stored)
         if run_counts and benchmark in run_counts:
@@ -157,7 +177,29 @@ def summarize_arm(config: SuiteConfig, run_counts: dict[str, dict] | None = None
         e.get("run", {}).get("missing", 0) == 0 and e.get("unresolved_request_failures", 0) == 0
         for e in summary["benchmarks"].values()
     )
-    write_json(Path(config.out_dir) / config.arm / "summary.json", _finite(summary))
+    write_json(Path(out_dir) / arm / "summary.json", _finite(summary))
+    return summary
+
+
+def refresh_summary(out_dir: str | Path, arm: str) -> dict:
+    """Recompute ``summary.json`` after the rows changed (``regrade``): every aggregate is rebuilt
+    from the rows; the run record (config, per-benchmark run counts, wall time) is kept."""
+    from eval.benchmarks import BENCHMARKS
+
+    path = Path(out_dir) / arm / "summary.json"
+    old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    found = [b for b in BENCHMARKS if (Path(out_dir) / arm / f"{b}.jsonl").exists()]
+    benchmarks = list(dict.fromkeys([*old.get("benchmarks", {}), *found]))
+    runs = {b: e["run"] for b, e in old.get("benchmarks", {}).items() if "run" in e}
+    config = dict(old.get("config", {}))
+    summary = write_summary(out_dir, arm, benchmarks, config, runs)
+    graders = {e.get("grader") for e in summary["benchmarks"].values() if e.get("grader")}
+    if len(graders) == 1:
+        summary["config"]["grader"] = graders.pop()
+    for key in ("wall_time_s",):
+        if key in old:
+            summary[key] = old[key]
+    write_json(path, _finite(summary))
     return summary
 
 
@@ -203,13 +245,16 @@ async def _run_all(
 
 
 def check_sampling(config: SuiteConfig) -> None:
-    """Refuse to resume with different sampling settings: the prompt hash cannot see them, and
-    rows sampled at two temperatures or token budgets would be averaged as one run."""
+    """Refuse to resume with different sampling settings, preset or grader: the prompt hash cannot
+    see them, and rows sampled at two temperatures or graded two ways would be averaged as one run
+    (``regrade --grader`` is the way to change the grader of stored rows)."""
     path = Path(config.out_dir) / config.arm / "sampling.json"
-    current = asdict(config.sampling)
+    current = {**asdict(config.sampling), "preset": config.preset, "grader": config.grader}
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))
         has_rows = any((Path(config.out_dir) / config.arm).glob("*.jsonl"))
+        stored.setdefault("preset", current["preset"])  # files from before presets were recorded
+        stored.setdefault("grader", current["grader"])
         if stored != current and has_rows:
             changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
             raise ResumeMismatchError(

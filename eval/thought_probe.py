@@ -1,4 +1,4 @@
-"""Thought-use probe (METHOD.md §7): does the suffix depend on *this* thought?
+"""Thought-use probe (docs/method.md §7): does the suffix depend on *this* thought?
 
 ``python -m eval thought-probe --arms think_base think_phase3 ...`` first samples a bank of
 thoughts per held-out prefix with the RLMT two-stage rollout (``--bank-size`` samples, default 16;
@@ -349,7 +349,8 @@ def probe_arm(arm, model_dir, rows, perm, store, judge, args, conditions) -> dic
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "thought-probe",
-        help="METHOD.md §7 thought-use probe: reward under normal, blank, generic, swapped, teacher thoughts",
+        help="docs/method.md §7 thought-use probe: reward under normal, blank, generic, swapped, "
+        "teacher thoughts",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -1,4 +1,4 @@
-"""Shared machinery of the reward gate and the thought-use probe (METHOD.md §5, §7).
+"""Shared machinery of the reward gate and the thought-use probe (docs/method.md §5, §7).
 
 Both commands do the same four things per arm: take held-out RLMT prompts, sample thoughts and
 suffixes with the trainer's own two-stage rollout (:func:`trl_ext.rollout.two_stage_generate`),

@@ -45,10 +45,18 @@ def tiny_model_dir(embedded) -> Path:
 
 @pytest.fixture(scope="session")
 def openai_server(tiny_model_dir):
-    """A real OpenAI-compatible server (``transformers serve``) for the tiny model; base URL."""
+    """A real OpenAI-compatible server for the tiny model (``transformers serve --continuous-batching``,
+    as ``make eval`` runs on CPU); base URL. Its continuous batching fixes the sampling mode at the
+    first request, so one sampled warm-up request goes first (then tests at any temperature sample,
+    whatever order they run in; a test that needs greedy decoding starts its own server)."""
+    import httpx
+
     from eval.serving import launch_server
 
-    with launch_server(tiny_model_dir, backend="transformers", ready_timeout_s=180) as handle:
+    sampling = {"temperature": 1.0, "top_p": 1.0}
+    with launch_server(tiny_model_dir, "transformers", ready_timeout_s=180, sampling=sampling) as handle:
+        body = {"model": "default", "prompt": "warm-up", "max_tokens": 1, "temperature": 1.0, "top_p": 1.0}
+        httpx.post(handle.base_url + "/v1/completions", json=body, timeout=120).raise_for_status()
         yield handle.base_url
 
 

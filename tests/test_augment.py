@@ -297,3 +297,18 @@ def test_raw_chunk_uses_prefix_then_suffix(qwen_tokenizer):
     row = {"prefix_ids": [1, 2, 3], "suffix_ids": [4, 5, 6]}
     ids, _ = raw_chunk(row, qwen_tokenizer, 4)
     assert ids == [1, 2, 3, 4]
+
+
+def test_cli_fails_when_no_row_is_accepted(qwen_tokenizer, tmp_path, capsys):
+    """Every row rejected (here: a token floor no 512-token chunk reaches) is an error exit, naming
+    the rejects file, not an exit 0 with a warning."""
+    from trl_ext.data.augment import main
+
+    src, out = tmp_path / "examples.jsonl", tmp_path / "aug.jsonl"
+    _write_jsonl(src, _examples(qwen_tokenizer, 2))
+    argv = ["--input", str(src), "--output", str(out), "--teacher", "offline", "--progress", "false"]
+    with pytest.raises(SystemExit, match=r"no row was accepted \(2 processed, 2 rejected.*aug.rejects.jsonl"):
+        main([*argv, "--min_augmented_tokens", "100000"])
+    out.unlink(missing_ok=True)
+    (tmp_path / "aug.rejects.jsonl").unlink()
+    assert main([*argv, "--min_augmented_tokens", "8"]).accepted == 2  # the same rows, accepted: exit 0

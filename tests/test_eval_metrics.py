@@ -39,7 +39,7 @@ def test_pass_at_k_rejects_impossible_arguments(n, c, k):
 
 def test_wilson_interval_known_values():
     # Worked by hand from the closed form; the 0/n and n/n bounds are z^2/(n+z^2) and n/(n+z^2).
-    lo, hi = wilson_interval(1113, 10552)  # the seed's think_base GSM8K Mean@8 counts
+    lo, hi = wilson_interval(1113, 10552)  # the reference run's think_base GSM8K Mean@8 counts
     assert lo == pytest.approx(0.09976, abs=2e-5) and hi == pytest.approx(0.11148, abs=2e-5)
     lo, hi = wilson_interval(0, 10)
     assert lo == 0.0 and hi == pytest.approx(0.277533, abs=1e-5)

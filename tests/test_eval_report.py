@@ -1,4 +1,4 @@
-"""Reports reproduce the seed's reasoning tables (RLMT_RESULTS.md) from per-sample rows."""
+"""Reports reproduce the reference run's reasoning tables (docs/reference_results.md) from per-sample rows."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _arm_rows(arm: str, problems: int, k: int, correct: int, solved: int, tokens
 
 
 def test_seed_gsm8k_rows_reproduce_the_seed_tables(tmp_path):
-    # RLMT_RESULTS.md: think_base GSM8K 1113/10552 correct, 671/1319 solved; think_phase3 1091, 676.
+    # docs/reference_results.md: think_base GSM8K 1113/10552 correct, 671/1319 solved; think_phase3 1091, 676.
     write_rows(tmp_path / "think_base" / "gsm8k.jsonl", _arm_rows("think_base", 1319, 8, 1113, 671, 322))
     write_rows(tmp_path / "think_phase3" / "gsm8k.jsonl", _arm_rows("think_phase3", 1319, 8, 1091, 676, 321))
     report = write_report(tmp_path, plots=False)

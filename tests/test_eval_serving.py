@@ -96,3 +96,96 @@ def test_serve_stops_the_server_on_sigterm(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_cpu_server_batches_and_samples(tmp_path):
+    """The CPU command uses continuous batching with a bounded KV cache, and the served directory
+    makes the model sample (its own generation config says greedy)."""
+    from eval.serving import served_model_dir
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(
+        json.dumps(
+            {
+                "num_hidden_layers": 28,
+                "num_attention_heads": 16,
+                "num_key_value_heads": 8,
+                "head_dim": 128,
+                "hidden_size": 1024,
+            }
+        )  # Qwen3-0.6B's shape  # fmt: skip
+    )
+    (model / "generation_config.json").write_text(json.dumps({"do_sample": False, "eos_token_id": 1}))
+    cmd, workdir = server_command(model, "transformers", "127.0.0.1", 8000, ["--cb-num-blocks", "8"])
+    try:
+        assert "--continuous-batching" in cmd and cmd[cmd.index("--cb-num-blocks") + 1] == "8"
+        assert cmd.count("--cb-num-blocks") == 1 and "--cb-max-batch-tokens" in cmd
+        served = json.loads((workdir / "default" / "generation_config.json").read_text())
+        assert served == {"do_sample": True, "eos_token_id": 1}
+        assert (workdir / "default" / "config.json").resolve() == (model / "config.json").resolve()
+    finally:
+        import shutil
+
+        shutil.rmtree(workdir)
+    served = served_model_dir(model, tmp_path, {"temperature": 0.6, "top_p": 0.95})
+    assert json.loads((served / "generation_config.json").read_text())["temperature"] == 0.6
+    from eval.serving import cb_num_blocks
+
+    assert cb_num_blocks(model) == 36  # 2 GiB of fp32 KV cache for Qwen3-0.6B: 36 pages of 256 tokens
+
+
+@pytest.mark.slow
+def test_suite_sigkill_takes_the_server_and_its_temp_dir_with_it(tmp_path):
+    """SIGKILL of `python -m eval suite` (no finally, no atexit) must not leave the server running
+    on its port nor its temporary serving directory behind."""
+    import socket
+
+    cmd = [sys.executable, "-m", "eval", "suite", "--arm", "base", "--out", str(tmp_path / "eval"),
+           "--limit", "16", "--num-samples", "4", "--max-tokens", "64", "--no-progress",
+           "--no-report"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline, line = time.monotonic() + 300, ""
+        while time.monotonic() < deadline and not line.startswith("server:"):
+            line = process.stdout.readline()
+            assert line or process.poll() is None, "eval suite exited before its server was ready"
+        match = re.search(r"pid (\d+) \(server pid (\d+), workdir (\S+)\) at http://127\.0\.0\.1:(\d+)", line)
+        guard, server, workdir, port = int(match[1]), int(match[2]), Path(match[3]), int(match[4])
+        assert _pid_alive(guard) and _pid_alive(server) and workdir.is_dir()
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (_pid_alive(server) or _pid_alive(guard) or workdir.exists()):
+            time.sleep(0.2)
+        assert not _pid_alive(server), "the model server outlived its parent"
+        assert not _pid_alive(guard) and not workdir.exists(), "the serving temp dir leaked"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # the port is free again
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_cpu_server_samples_concurrent_requests(openai_server):
+    """Four identical prompts at once through the batched server: sampled, so not all the same (a
+    greedy server, the tiny model's own default, would return four identical texts)."""
+    import asyncio
+
+    from trl_ext.client import OpenAICompatibleClient
+
+    async def go():
+        client = OpenAICompatibleClient(openai_server, max_concurrency=4, timeout_s=120)
+        try:
+            return await asyncio.gather(
+                *[client.complete("The river", max_tokens=12, temperature=1.0, top_p=1.0) for _ in range(4)]
+            )
+        finally:
+            await client.aclose()
+
+    results = asyncio.run(go())
+    assert all(r.ok and r.completion_tokens for r in results)
+    assert len({r.text for r in results}) > 1

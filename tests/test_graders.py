@@ -372,9 +372,13 @@ def test_seed_exact_does_not_strip_thinking():
 
 
 def test_grader_registry():
-    assert available_graders() == ("default", "seed_exact")
-    for name in available_graders():
+    assert available_graders() == ("default", "seed_exact", "lm_eval_strict", "lm_eval_flexible")
+    for name in ("default", "seed_exact"):
         assert set(GRADERS[name]) == {"gsm8k", "math500", "gpqa_diamond", "olympiadbench"}
+    for name in ("lm_eval_strict", "lm_eval_flexible"):  # protocol graders: GSM8K only
+        assert set(GRADERS[name]) == {"gsm8k"}
+        with pytest.raises(ValueError, match="math500"):
+            grade_in_process("math500", "1", "1", grader=name)
     with pytest.raises(ValueError, match="unknown grader"):
         grade_in_process("gsm8k", "1", "1", grader="lenient")
     with pytest.raises(ValueError, match="unknown grader"):

@@ -1,4 +1,4 @@
-"""Reward gate (METHOD.md §5): aggregation against hand-computed cases, then the real command on the
+"""Reward gate (docs/method.md §5): aggregation against hand-computed cases, then the real command on the
 tiny embedded model (two-stage rollout, offline and LLM judges, resume, re-judging, bad input)."""
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def test_compare_arms_keys_follow_the_seed_order():
         "think_phase3_minus_think_base_rlmt",
         "think_phase3_rlmt_minus_think_base_rlmt",
         "think_phase3_rlmt_minus_think_phase3",
-    ]  # the order of the seed's reward-gate comparison table
+    ]  # the order of the reference run's reward-gate comparison table
     means["think_base"] = {"p": 0.25}
     assert compare_arms(means)["think_phase3_minus_think_base"]["mean_reward_delta"] == pytest.approx(-0.25)
 

@@ -79,3 +79,17 @@ def test_append_and_resume_drops_only_a_torn_last_line(tmp_path):
     assert [r["id"] for r in read_appended_rows(path, PREFIX_SUFFIX_SCHEMA)] == ["a", "b"]
     append_row(path, GOOD | {"id": "c"})
     assert [r["id"] for r in read_rows(path, PREFIX_SUFFIX_SCHEMA).rows] == ["a", "b", "c"]
+
+
+def test_non_utf8_bytes_are_a_bad_row_with_file_line_and_offset(tmp_path):
+    good = (json.dumps(GOOD) + "\n").encode()
+    bad = b'{"id": "caf\xe9", "x": 1}\n'  # Latin-1 'e acute': not UTF-8
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(good + bad + (json.dumps(GOOD | {"id": "c"}) + "\n").encode())
+    with pytest.raises(RowFileError, match=r"not UTF-8: byte 0xe9 at byte offset") as err:
+        read_rows(path, PREFIX_SUFFIX_SCHEMA)
+    assert err.value.line == 2 and f"{path}:2" in str(err.value)
+    offset = len(good) + bad.index(0xE9)
+    assert f"byte offset {offset} " in str(err.value)
+    result = read_rows(path, PREFIX_SUFFIX_SCHEMA, skip_bad_rows=True)  # skipped and counted like others
+    assert [r["id"] for r in result.rows] == ["a", "c"] and [e.line for e in result.skipped] == [2]

@@ -1,4 +1,4 @@
-"""Thought-use probe (METHOD.md §7): derangements, oracle@k against brute force, per-condition
+"""Thought-use probe (docs/method.md §7): derangements, oracle@k against brute force, per-condition
 aggregation against hand-computed cases, then the real command on the tiny embedded model."""
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ class SampleRequest:
     permutation: list[int] | None  # shown option i is original option permutation[i]
     stop: list[str] | None
     prompt_hash: str
+    prompt_version: str = "project-v1"
 
 
 def prompt_hash(prompt: str | None, messages: list[dict] | None) -> str:
@@ -82,6 +83,9 @@ class Benchmark:
     keep: Callable[[dict], bool] | None = None  # e.g. OlympiadBench: English, text-only
     expected_size: int | None = None
     notes: str = ""
+    prompt_version: str = "project-v1"  # recorded in every result row (eval.presets sets others)
+    option_format: str = "({letter}) {text}"  # one multiple-choice option line
+    max_source_rows: int | None = None  # read only the first N dataset rows (before ``keep``)
 
     # ------------------------------------------------------------------ loading
     def load(self, source: str | Path | None = None, limit: int | None = None) -> list[Problem]:
@@ -97,6 +101,8 @@ class Benchmark:
         else:
             records, where = self._load_hub(str(source)), str(source)
         problems, seen = [], set()
+        if self.max_source_rows is not None:
+            records = records[: self.max_source_rows]
         for index, record in enumerate(records):
             if self.keep is not None and not self.keep(record):
                 continue
@@ -151,7 +157,10 @@ class Benchmark:
                 )
             else:
                 raise ValueError(f"unknown shuffle {shuffle!r} (per_problem, per_sample or none)")
-            options = "\n".join(f"({LETTERS[i]}) {problem.choices[j]}" for i, j in enumerate(permutation))
+            options = "\n".join(
+                self.option_format.format(letter=LETTERS[i], text=problem.choices[j])
+                for i, j in enumerate(permutation)
+            )
             question = f"{question.strip()}\n\n{options}"
             gold = LETTERS[permutation.index(0)]
         if mode == "raw":
@@ -169,7 +178,15 @@ class Benchmark:
         else:
             raise ValueError(f"unknown prompt mode {mode!r} (raw or chat)")
         return SampleRequest(
-            problem, sample_idx, prompt, messages, gold, permutation, stop, prompt_hash(prompt, messages)
+            problem,
+            sample_idx,
+            prompt,
+            messages,
+            gold,
+            permutation,
+            stop,
+            prompt_hash(prompt, messages),
+            self.prompt_version,
         )
 
 
@@ -180,8 +197,12 @@ def _load_local(path: Path, schema: RowSchema) -> list[dict]:
     if path.suffix == ".jsonl":
         return read_rows(path, schema).rows
     if path.suffix == ".json":
+        raw = path.read_bytes()
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            raise RowFileError(path, line, None, f"not UTF-8: byte offset {err.start}") from None
         except json.JSONDecodeError as err:
             raise RowFileError(path, err.lineno, None, f"invalid JSON: {err.msg}") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):

@@ -13,6 +13,8 @@ agrees with public graders):
   letter (eval.graders.gpqa). Thinking (``<think>…</think>``) is ignored.
 * ``seed_exact``: the reference run's exact string match after its normalisation
   (eval.graders.seed_exact), to reproduce its tables before regrading them.
+* ``lm_eval_strict`` / ``lm_eval_flexible`` (GSM8K only): lm-evaluation-harness's strict-match and
+  flexible-extract filters with its exact match (eval.graders.lm_eval_gsm8k).
 
 Why a separate process: SymPy (behind math-verify) can run for minutes on inputs such as
 ``\\boxed{9^{9^{9^{9}}}}``, inside C code that no signal interrupts, and math-verify's own
@@ -34,6 +36,8 @@ from typing import Any
 from eval.graders.base import Grade
 from eval.graders.gpqa import extract_gpqa_letter, grade_gpqa
 from eval.graders.gsm8k import extract_gsm8k, grade_gsm8k, gsm8k_gold, parse_number
+from eval.graders.lm_eval_gsm8k import grade_flexible as grade_lm_eval_flexible
+from eval.graders.lm_eval_gsm8k import grade_strict as grade_lm_eval_strict
 from eval.graders.math import grade_math, grade_olympiadbench, math_verify
 from eval.graders.seed_exact import grade_seed_exact
 from eval.graders.text import all_boxed, final_box_group, last_boxed, split_top_level, strip_thinking
@@ -75,6 +79,9 @@ GRADERS: dict[str, dict[str, GraderFn]] = {
         "olympiadbench": grade_olympiadbench,
     },
     "seed_exact": {benchmark: partial(grade_seed_exact, benchmark) for benchmark in BENCHMARKS},
+    # lm-evaluation-harness's two GSM8K numbers (protocol graders for --preset lm-eval-gsm8k-cot).
+    "lm_eval_strict": {"gsm8k": grade_lm_eval_strict},
+    "lm_eval_flexible": {"gsm8k": grade_lm_eval_flexible},
 }
 
 

@@ -2,7 +2,7 @@
 
 ``python -m trl_ext.data.augment --input examples.jsonl --output augmented.jsonl --base_urls URL``
 asks an OpenAI-compatible teacher (SGLang, vLLM, any hosted API) for every row, normalises the
-tag families it uses, validates the result (METHOD.md §3) and appends each finished row, one at a
+tag families it uses, validates the result (docs/method.md §3) and appends each finished row, one at a
 time and fsynced, either to the output file or to the rejects file with the reason. Re-running the
 same command resumes: ids already in either file are skipped, a line torn by a kill is cut off and
 redone, and rows that failed only because the server was unreachable are retried. A kill at any
@@ -152,7 +152,7 @@ def load_prompt(name_or_path: str) -> TeacherPrompt:
 
 @dataclass(frozen=True)
 class AugmentLimits:
-    """The acceptance rule of METHOD.md §3."""
+    """The acceptance rule of docs/method.md §3."""
 
     min_thoughts: int = 3
     max_thoughts: int = 6
@@ -375,7 +375,7 @@ class AugmentSummary:
 
 
 def raw_chunk(row: dict, tokenizer, chunk_tokens: int) -> tuple[list[int], str]:
-    """``(prefix_ids + suffix_ids)[:chunk_tokens]`` and its decoding (METHOD.md §3)."""
+    """``(prefix_ids + suffix_ids)[:chunk_tokens]`` and its decoding (docs/method.md §3)."""
     ids = (row["prefix_ids"] + row["suffix_ids"])[:chunk_tokens]
     return ids, tokenizer.decode(ids, skip_special_tokens=True)
 
@@ -701,9 +701,22 @@ def main(argv: list[str] | None = None) -> AugmentSummary:
     except (RowFileError, ValueError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
     print(json.dumps(asdict(summary), indent=2))
-    if summary.processed and not summary.accepted:
-        print("warning: no row was accepted; see the rejects file for reasons", file=sys.stderr)
+    check_accepted(summary, args)
     return summary
+
+
+def check_accepted(summary: AugmentSummary, args: AugmentArguments) -> None:
+    """A run that accepted nothing is a failure, not an empty success: the next stage would train on
+    an empty file (or on nothing new) and the only trace would be a warning in a long log."""
+    if summary.output_rows_total and (summary.accepted or not summary.processed):
+        return
+    output = Path(args.output)
+    rejects = Path(args.rejects) if args.rejects else output.with_name(output.stem + ".rejects.jsonl")
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.reject_reasons.items())) or "none recorded"
+    raise SystemExit(
+        f"error: no row was accepted ({summary.processed} processed, {summary.rejected} rejected; reasons: "
+        f"{reasons}); {output} has {summary.output_rows_total} rows. See {rejects} for each rejected row."
+    )
 
 
 if __name__ == "__main__":

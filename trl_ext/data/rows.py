@@ -93,11 +93,23 @@ def read_rows(path: str | Path, schema: RowSchema, skip_bad_rows: bool = False) 
         raise RowFileError(path, None, None, "file not found")
     rows: list[dict] = []
     skipped: list[RowFileError] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+    offset = 0  # byte offset of the current line, for undecodable bytes
+    with open(path, "rb") as handle:  # decoded per line, so bad bytes are a bad row like any other
+        for line_no, raw in enumerate(handle, start=1):
+            line_start, offset = offset, offset + len(raw)
             try:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise RowFileError(
+                        path,
+                        line_no,
+                        None,
+                        f"not UTF-8: byte 0x{raw[err.start]:02x} at byte offset {line_start + err.start} "
+                        f"(column {err.start + 1} of the line)",
+                    ) from None
+                if not line.strip():
+                    continue
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as err:
