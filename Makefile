@@ -31,37 +31,63 @@ assets: setup
 	$(PYTHON) -m trl_ext.assets fetch
 
 # ---------------------------------------------------------------------------------------------
-# The demo: the whole lifecycle on the embedded default, on CPU, with tiny budgets and the offline
-# judges (no judge server needed). Same recipes and CLIs as a real run; only the sizes differ.
-# Real runs: see docs/recipes.md. Numbers from the demo are pipeline checks, not research results.
-DEMO_PHASE3 := --judge likelihood --max_steps 2 --num_rollouts 4 --max_new_tokens 16 \
-	--per_device_train_batch_size 1 --gradient_accumulation_steps 2 --logging_steps 1 --save_steps 1
+# The demo: the whole lifecycle on CPU with small budgets and the offline judges (no judge server).
+# MODEL=smollm2 (default): SmolLM2-135M-Instruct, a real model from PyPI, so the tables show signal.
+# MODEL=tiny: the tiny random Qwen3, a fast pipeline check whose numbers are noise.
+# Same recipes and CLIs as a real run; only the sizes differ (real runs: docs/recipes.md).
+MODEL ?= smollm2
+ifeq ($(filter $(MODEL),smollm2 tiny),)
+$(error MODEL=$(MODEL): choose smollm2 (real model, default) or tiny (random-weight pipeline check))
+endif
+# Resolved once the assets exist (recursive `=`: expanded when a demo recipe runs, after `assets`).
+# $(shell) does not see make's exports, hence the explicit TRL_EXT_CACHE.
+DEMO_MODEL_DIR = $(or $(shell TRL_EXT_CACHE='$(TRL_EXT_CACHE)' $(PYTHON) -m trl_ext.assets model-dir $(MODEL)),\
+	$(error cannot locate the embedded $(MODEL) model; run: make assets))
+# Shorter examples than a real run (prefix 192 + suffix 64 tokens instead of 384 + 128): CPU time.
+DEMO_DATA := --prefix-tokens 192 --suffix-tokens 64 --min-suffix-tokens 32
+# The offline judge scores word-overlap F1 with the reference, so the reference is cut to the demo's
+# short suffix budgets (32 tokens, not 128): F1 of a 16-32-token suffix against a 128-token reference
+# is capped by recall and is almost never >= the judge's threshold (0.1), which gives all-zero groups.
+DEMO_REFERENCE_TOKENS := 32
+# Phase 3 gets 2 steps, so no warmup and a larger lr (1e-5) make the model move at all (with the
+# YAML's 100-step warmup the lr is ~0 and the continuation check compares two identical models).
+DEMO_PHASE3 := --model_name_or_path embedded:$(MODEL) --judge likelihood --max_steps 2 --num_rollouts 4 \
+	--max_new_tokens 16 --per_device_train_batch_size 1 --gradient_accumulation_steps 2 --logging_steps 1 \
+	--save_steps 1 --learning_rate 1e-5 --warmup_steps 0
 DEMO_SFT := --max_steps 2 --per_device_train_batch_size 1 --gradient_accumulation_steps 2 --logging_steps 1 \
 	--val_max_rows 4 --generation_rows 4 --generation_max_new_tokens 32 --save_strategy no
 DEMO_RLMT := --judge offline --max_steps 2 --num_generations 4 --per_device_train_batch_size 8 \
-	--think_max_tokens 8 --suffix_max_tokens 16 --save_steps 1
-DEMO_GATE := --num-prefixes 8 --samples 4 --think-max-tokens 16 --suffix-max-tokens 32 --top-p 1.0
+	--think_max_tokens 8 --suffix_max_tokens 16 --save_steps 1 --reference_tokens $(DEMO_REFERENCE_TOKENS)
+DEMO_EVAL_ROWS := $(OUT)/data/rl/heldout_rows.jsonl
+DEMO_GATE := --rows $(DEMO_EVAL_ROWS) --num-prefixes 8 --samples 4 --think-max-tokens 16 \
+	--suffix-max-tokens 32 --top-p 1.0
+DEMO_PROBE := --rows $(DEMO_EVAL_ROWS) --num-prefixes 4 --samples 2 --bank-size 4 --think-max-tokens 16 \
+	--suffix-max-tokens 32 --top-p 1.0
 RLMT_ARMS := think_base think_base_rlmt think_phase3 think_phase3_rlmt
 
 demo: demo-data demo-phase3 demo-sft demo-rlmt demo-eval
-	@echo "demo finished: outputs in $(OUT)/, results page $(OUT)/results.md"
+	@echo "demo ($(MODEL)) finished: outputs in $(OUT)/, results page $(OUT)/results.md"
 
 demo-data: assets
-	$(PYTHON) -m trl_ext.data.prepare --out $(OUT)/data
+	$(PYTHON) -m trl_ext.data.prepare --out $(OUT)/data --tokenizer $(DEMO_MODEL_DIR) $(DEMO_DATA)
 	$(PYTHON) -m trl_ext.data.splits --input $(OUT)/data/examples.jsonl --out $(OUT)/data/thinking/splits
 	for part in sft rl heldout; do \
 	  $(PYTHON) -m trl_ext.data.augment --input $(OUT)/data/thinking/splits/$$part.jsonl \
-	    --output $(OUT)/data/thinking/$$part.jsonl --teacher offline --progress false || exit 1; \
+	    --output $(OUT)/data/thinking/$$part.jsonl --teacher offline --progress false \
+	    --tokenizer $(DEMO_MODEL_DIR) || exit 1; \
 	done
+	$(PYTHON) -m trl_ext.data.rl_rows --input $(OUT)/data/thinking/heldout.jsonl --out $(DEMO_EVAL_ROWS) \
+	  --tokenizer $(DEMO_MODEL_DIR) --reference-tokens $(DEMO_REFERENCE_TOKENS)
 
 demo-phase3: demo-data
 	$(ACCELERATE) recipes/phase3_online_dpo.py $(DEMO_PHASE3)
-	$(PYTHON) -m eval continuation --base base --candidate phase3 --num-prefixes 8 --max-new-tokens 32 \
-	  --judge likelihood --judge-scorer base
+	$(PYTHON) -m eval continuation --base base --base-model $(DEMO_MODEL_DIR) --candidate phase3 \
+	  --num-prefixes 8 --max-new-tokens 32 --judge likelihood --judge-scorer base
 
 demo-sft: demo-phase3
-	$(ACCELERATE) recipes/sft_think_base.py $(DEMO_SFT)
-	$(ACCELERATE) recipes/sft_raw_base.py $(DEMO_SFT) --budget_reference_steps 2
+	$(ACCELERATE) recipes/sft_think_base.py $(DEMO_SFT) --model_name_or_path embedded:$(MODEL)
+	$(ACCELERATE) recipes/sft_raw_base.py $(DEMO_SFT) --model_name_or_path embedded:$(MODEL) \
+	  --budget_reference_steps 2
 	$(ACCELERATE) recipes/sft_think_phase3.py $(DEMO_SFT)
 
 demo-rlmt: demo-sft
@@ -70,8 +96,7 @@ demo-rlmt: demo-sft
 
 demo-eval: demo-rlmt
 	$(PYTHON) -m eval reward-gate --arms $(RLMT_ARMS) $(DEMO_GATE)
-	$(PYTHON) -m eval thought-probe --arms $(RLMT_ARMS) --num-prefixes 4 --samples 2 --bank-size 4 \
-	  --think-max-tokens 16 --suffix-max-tokens 32 --top-p 1.0
+	$(PYTHON) -m eval thought-probe --arms $(RLMT_ARMS) $(DEMO_PROBE)
 	for arm in think_base think_base_rlmt; do \
 	  $(PYTHON) -m eval suite --arm $$arm --outputs $(OUT) --out $(OUT)/eval || exit 1; \
 	done
@@ -83,6 +108,8 @@ test: assets
 test-fast: assets
 	$(PYTHON) -m pytest -q -ra -m "not slow"
 
+# The reasoning suite for one arm: serves it (SGLang on a GPU, transformers serve --continuous-batching on
+# CPU), runs the preset's protocol (EVAL_ARGS="--preset seed" for the reference run's), writes the report.
 eval: assets
 	$(PYTHON) -m eval suite --arm $(ARM) --outputs $(OUT) --out $(OUT)/eval $(EVAL_ARGS)
 
@@ -90,9 +117,16 @@ eval: assets
 bench: assets
 	$(PYTHON) bench/bench_two_stage_rollout.py --k 4 --repeats 2  # CPU-sized; defaults are K=16
 	$(PYTHON) bench/bench_logprobs.py --prefix-len 128
-	$(PYTHON) bench/bench_judge_throughput.py --calls 64
+	$(PYTHON) bench/bench_judge_throughput.py --calls 32 --max-tokens 16  # concurrency 32 vs 1, batched CPU server
 	$(PYTHON) bench/bench_graders.py
-	$(PYTHON) bench/bench_client.py
+	$(PYTHON) bench/bench_client.py --problems 8 --samples 4 --max-tokens 16  # concurrency 32 vs 1
+
+# GPU acceptance check (bench/gpu_check.py): random-weight Qwen3-0.6B architecture, one GPU, reference step
+# shapes for RLMT / phase3 / SFT plus decode throughput; table + JSON (outputs/gpu_check/). Needs a CUDA
+# build of torch. `make gpu-check GPU_CHECK_ARGS=--tiny` runs the CPU-sized version.
+.PHONY: gpu-check
+gpu-check: assets
+	$(PYTHON) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

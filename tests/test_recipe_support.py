@@ -126,6 +126,8 @@ def test_model_names(tmp_path, embedded, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no outputs/ of a demo run here
     assert resolve_model("embedded") == str(embedded.model_dir)
     assert Path(resolve_model("embedded:tiny")) == Path(embedded.model_dir)
+    with pytest.raises(SystemExit, match="embedded:bogus: unknown embedded model 'bogus'"):
+        resolve_model("embedded:bogus")
     assert resolve_model("Qwen/Qwen3-0.6B-Base") == "Qwen/Qwen3-0.6B-Base"  # a Hub id is passed on
     with pytest.raises(
         ConfigError, match=r"outputs/phase3/final: no model .*run recipes/phase3_online_dpo\.py"

@@ -298,6 +298,33 @@ def test_absent_keys_are_named_and_a_real_model_is_not_flagged(tmp_path):
     assert "Pipeline check" not in page
 
 
+def test_the_real_embedded_model_is_named_as_demo_scale_not_as_a_pipeline_check(tmp_path):
+    outputs = tmp_path / "outputs"
+    # a run started from the embedded SmolLM2 by name, and an RLMT arm started from a checkpoint trained
+    # from it: save_pretrained writes no marker, so the checkpoint is known by its config's shape
+    smollm2 = "/cache/trl_ext/smollm2-135m-instruct"
+    write_metrics(outputs / "phase3", {}, {"start_model": smollm2}, [{"loss": 1.0}])
+    trained = tmp_path / "think_base" / "final"
+    trained.mkdir(parents=True)
+    shape = {"model_type": "llama", "num_hidden_layers": 30, "hidden_size": 576, "intermediate_size": 1536,
+             "num_attention_heads": 9, "vocab_size": 49216}  # fmt: skip
+    (trained / "config.json").write_text(json.dumps(shape))
+    write_rlmt(outputs, "think_base_rlmt", [0.5], str(trained))
+    page = render_page(outputs)
+    assert "A small real model at demo scale." in page and "SmolLM2-135M-Instruct" in page
+    assert "Pipeline check" not in page
+    # the same shape with another depth is some other model: neither note
+    shape["num_hidden_layers"] = 28
+    (trained / "config.json").write_text(json.dumps(shape))
+    (outputs / "phase3" / "metrics.json").unlink()
+    page = render_page(outputs)
+    assert "A small real model" not in page and "Pipeline check" not in page
+    # a run started with --model_name_or_path embedded:smollm2 is named from its script args
+    write_metrics(outputs / "phase3", {}, {"start_model": "somewhere", "script_args": {
+        "model_name_or_path": "embedded:smollm2"}}, [{"loss": 1.0}])  # fmt: skip
+    assert "A small real model at demo scale." in render_page(outputs)
+
+
 def test_cli_writes_the_page_and_bad_json_is_a_clear_error(outputs, tmp_path, capsys):
     out = tmp_path / "docs" / "results.md"
     assert eval_main(["results-page", "--outputs", str(outputs), "--out", str(out)]) == 0

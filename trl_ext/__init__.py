@@ -29,6 +29,8 @@ _EXPORTS = {
     "NonFiniteTrainingError": "trl_ext.training_guards",
     "TrainingStoppedError": "trl_ext.training_guards",
     "embedded_default": "trl_ext.assets",
+    "embedded_model_dir": "trl_ext.assets",
+    "model_asset_info": "trl_ext.assets",
     "ThinkingSFTMetricsCallback": "trl_ext.sft_metrics",
     "SFTMetricsConfig": "trl_ext.sft_metrics",
     "match_token_budget": "trl_ext.sft_budget",

@@ -261,16 +261,13 @@ def resolve_model(name: str | None, configs_dir: Path | None = None) -> str:
     path must hold a model (config.json); anything else is passed on as a Hub id."""
     if not name:
         raise ConfigError("--model_name_or_path is required (a model dir, a Hub id, or 'embedded')")
-    if name == "embedded":
-        from trl_ext.assets import embedded_default
+    if name == "embedded" or name.startswith("embedded:"):
+        from trl_ext.assets import AssetError, embedded_model_dir
 
-        return str(embedded_default().model_dir)
-    if name.startswith("embedded:"):
-        from trl_ext import assets
-
-        if not hasattr(assets, "embedded_model_dir"):
-            raise ConfigError(f"--model_name_or_path {name}: this version has no embedded demo models")
-        return str(assets.embedded_model_dir(name.split(":", 1)[1]))
+        try:
+            return str(embedded_model_dir(name.partition(":")[2] or "tiny"))
+        except AssetError as err:
+            raise ConfigError(f"--model_name_or_path {name}: {err}") from None
     path = Path(name)
     looks_local = path.is_absolute() or name.startswith((".", "outputs")) or path.exists()
     if looks_local and not (path / "config.json").exists():
