@@ -211,4 +211,5 @@ def test_smollm2_checkpoint_matches_the_gguf_model(smollm2_dir, embedded, tmp_pa
     ).input_ids
     with torch.no_grad():
         expected, actual = reference(ids).logits, converted(ids).logits[..., : reference.config.vocab_size]
-    torch.testing.assert_close(actual, expected)
+    # fp32 over a wider (resized) vocabulary changes the matmul's summation order: ~3e-5 on logits of ~10.
+    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)

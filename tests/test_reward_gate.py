@@ -309,13 +309,14 @@ def test_unknown_arm_and_bad_flags(tmp_path, heldout_rows):
 @pytest.mark.slow
 def test_reward_gate_with_a_real_llm_judge_server(tmp_path, heldout_rows, tiny_model_dir, openai_server):
     """The real transport path: a `transformers serve` judge. The tiny random judge cannot produce
-    the strict ``{"score": 0|1}`` reply, so every verdict must come back invalid, none defaulted."""
+    the strict ``{"score": 0|1}`` reply within 8 tokens, so every verdict must come back invalid (cut by
+    the token limit: ``truncated``), none defaulted."""
     args = _gate_args(tmp_path, heldout_rows, [f"m={tiny_model_dir}"], "--judge-base-url", openai_server,
                       "--judge-max-tokens", "8")  # fmt: skip
     assert reward_gate.main(args) == 0
     summary = json.loads((tmp_path / "gate" / "summary.json").read_text())
     assert summary["judge_stats"]["calls"] == 6
-    assert summary["judge_stats"]["invalid_reasons"] == {"unparseable": 6}
+    assert summary["judge_stats"]["invalid_reasons"] == {"truncated": 6}
     assert summary["arms"]["m"]["invalid_rate"] == 1.0 and summary["arms"]["m"]["reward_mean"] is None
 
 
