@@ -201,6 +201,18 @@ class NonFiniteGuard(TrainerCallback):
         return str(folder)
 
 
+def require_fp32_trainable_weights(model: torch.nn.Module) -> None:
+    """Refuse bf16/fp16 trainable weights: AdamW would update them directly and, at RLMT's lr 1e-7, almost
+    none would change. Not for DeepSpeed, which keeps fp32 master weights itself."""
+    low = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype != torch.float32})
+    if low:
+        raise ValueError(
+            f"trainable parameters are {', '.join(low)}: AdamW would update low-precision weights "
+            "directly (at lr 1e-7 almost none change). Load the model in float32 (bf16: true then runs "
+            "the compute under autocast), or set require_fp32_weights: false to train them anyway"
+        )
+
+
 def last_checkpoint(output_dir: str | Path) -> str | None:
     """The newest ``checkpoint-N`` folder in ``output_dir`` (None when there is none)."""
     return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None

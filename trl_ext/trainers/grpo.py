@@ -44,6 +44,7 @@ from trl_ext.training_guards import (
     NonFiniteTrainingError,
     TrainingStoppedError,
     last_checkpoint,
+    require_fp32_trainable_weights,
 )
 
 logger = logging.getLogger(__name__)
@@ -394,7 +395,8 @@ class ThinkingGRPOTrainer(GRPOTrainer):
         self._pending_rollouts: list[Rollout] = []
         self._dropped_local_rows: list[int] = []
         super().__init__(model, reward_funcs, args, *pargs, rollout_func=self._two_stage_rollout, **kwargs)
-        self._check_precision()
+        if self.args.require_fp32_weights and not self.is_deepspeed_enabled:
+            require_fp32_trainable_weights(self.model)
         self.think_close_id = self._tokenizer.convert_tokens_to_ids("</think>")
         self.add_callback(RLMTRunState(asdict(args.alert_thresholds)))
         self.throughput = ThroughputMemoryCallback()
@@ -427,20 +429,6 @@ class ThinkingGRPOTrainer(GRPOTrainer):
         self.run_state.stop(reason, message)
         if self.metrics_json is not None and self.metrics_json.extra.get("stopped_reason") is None:
             self.metrics_json.extra["stopped_reason"] = reason
-
-    def _check_precision(self) -> None:
-        """Trainable weights must be fp32 outside DeepSpeed (which keeps fp32 master weights itself)."""
-        if not self.args.require_fp32_weights or self.is_deepspeed_enabled:
-            return
-        low = sorted(
-            {str(p.dtype) for p in self.model.parameters() if p.requires_grad and p.dtype != torch.float32}
-        )
-        if low:
-            raise ValueError(
-                f"trainable parameters are {', '.join(low)}: AdamW would update low-precision weights "
-                "directly (at lr 1e-7 almost none change). Load the model in float32 (bf16: true then runs "
-                "the compute under autocast), or set require_fp32_weights: false to train them anyway"
-            )
 
     def _add_judge_stats_callback(self) -> None:
         """Judge counters saved with each checkpoint and restored on resume (``judge_stats.json``)."""

@@ -71,7 +71,7 @@ from trl_ext.pairing import (
     tie_order,
 )
 from trl_ext.rollout import cut_at_stop, left_pad
-from trl_ext.training_guards import NonFiniteGuard
+from trl_ext.training_guards import NonFiniteGuard, require_fp32_trainable_weights
 
 logger = logging.getLogger(__name__)
 
@@ -398,7 +398,8 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
             data_collator=data_collator or collate_rows,
             **kwargs,
         )
-        self._check_precision()
+        if self.args.require_fp32_weights and not self.is_deepspeed_enabled:
+            require_fp32_trainable_weights(self.model)
         if not reward_funcs and isinstance(self.pairwise_judge, LikelihoodPairwiseJudge):
             self.pairwise_judge.model.to(
                 self.accelerator.device
@@ -459,20 +460,6 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
         self.non_finite_guard = NonFiniteGuard.install(self, metrics_json=self.metrics_callback)
 
     # ------------------------------------------------------------------ construction helpers
-    def _check_precision(self) -> None:
-        """Trainable weights must be fp32 outside DeepSpeed (which keeps fp32 master weights itself)."""
-        if not self.args.require_fp32_weights or self.is_deepspeed_enabled:
-            return
-        low = sorted(
-            {str(p.dtype) for p in self.model.parameters() if p.requires_grad and p.dtype != torch.float32}
-        )
-        if low:
-            raise ValueError(
-                f"trainable parameters are {', '.join(low)}: AdamW would update low-precision weights "
-                "directly (at lr 1e-7 almost none change). Load the model in float32 (bf16: true then runs "
-                "the compute under autocast), or set require_fp32_weights: false to train them anyway"
-            )
-
     def _log_invalid_verdicts(self) -> None:
         """Every invalid verdict of a judge that keeps no log yet goes to
         ``<output_dir>/judge_invalid.rank<R>.jsonl`` (reason and raw reply), as in RLMT."""
