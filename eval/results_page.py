@@ -102,6 +102,28 @@ def load_json(path: Path) -> dict | None:
     return data
 
 
+def shown_path(value: Any, root: Path | None = None) -> Any:
+    """A path as the page shows it: an embedded model by its name, anything else relative to ``root`` (the
+    folder holding the outputs), the working directory or the asset cache, so a committed page never
+    carries one machine's absolute paths."""
+    if not isinstance(value, str) or not Path(value).is_absolute():
+        return value
+    from trl_ext.assets import MARKER_FILE, cache_root, model_asset_info
+
+    path = Path(value)
+    if (path / MARKER_FILE).is_file():
+        info = model_asset_info(path) or {}
+        if info.get("name"):
+            return f"embedded:{info['name']}"
+    bases = [(root, ""), (Path.cwd(), ""), (cache_root(), "$TRL_EXT_CACHE/")]
+    for base, label in [(b, label) for b, label in bases if b is not None]:
+        try:
+            return label + str(path.resolve().relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return f"…/{path.name}"
+
+
 def source_line(*paths: Path) -> str:
     """'Source: …' with each file's modification time, so a stale input is visible on the page."""
     parts = []
@@ -226,7 +248,7 @@ def provenance(outputs: Path, metrics: Mapping[str, Mapping], models: Sequence[s
         rows.append(
             [
                 arm,
-                f"`{m.get('start_model', NA)}`",
+                f"`{shown_path(m.get('start_model', NA), outputs.parent)}`",
                 f"`{data}`" if data != NA else NA,
                 fmt(count, ","),
                 str(m.get("judge", "not recorded" if arm in (PHASE3_ARM, *RLMT_ARMS) else "—")),
@@ -246,7 +268,9 @@ def provenance(outputs: Path, metrics: Mapping[str, Mapping], models: Sequence[s
         lines.append(f"- Pretraining data: {corpus}.")
     other = sorted({m for m in models if m})
     if other:
-        lines.append("- Models evaluated: " + ", ".join(f"`{m}`" for m in other) + ".")
+        lines.append(
+            "- Models evaluated: " + ", ".join(f"`{shown_path(m, outputs.parent)}`" for m in other) + "."
+        )
     return lines
 
 
@@ -383,7 +407,7 @@ def reward_gate_section(gate_dir: Path) -> list[str]:
         source_line(path),
         "",
         f"Scope: {config.get('num_prefixes')} prefixes "
-        f"(`{config.get('rows')}`, split {config.get('split') or 'all'}), "
+        f"(`{shown_path(config.get('rows'))}`, split {config.get('split') or 'all'}), "
         f"{config.get('samples')} samples per prefix, thought ≤{config.get('think_max_tokens')} tokens, "
         f"suffix ≤{config.get('suffix_max_tokens')} tokens; judge: "
         + (", ".join(f"{k}={v}" for k, v in judge.items()) if isinstance(judge, Mapping) else str(judge))
@@ -513,7 +537,8 @@ def render_page(
             "# trl_ext results",
             "",
             f"Generated {now.strftime('%Y-%m-%d %H:%M:%S UTC')} by `python -m eval results-page --outputs "
-            f"{outputs}` from the files named in each section; no number on this page is typed by hand.",
+            f"{shown_path(str(outputs))}` from the files named in each section; "
+            "no number on this page is typed by hand.",
             "",
             *provenance(outputs, metrics, models),
         ],

@@ -220,7 +220,7 @@ def test_full_page_renders_every_section_from_files(outputs):
     assert "Pipeline check, not research results." in page
     assert "3 prefix/suffix rows (train 2, val 1) from 3 documents of brown" in page
     assert (
-        f"| think_base_rlmt | `{outputs}/think_base/final` | `outputs/data/rl/rl_rows.jsonl` | 64 | offline |"
+        "| think_base_rlmt | `outputs/think_base/final` | `outputs/data/rl/rl_rows.jsonl` | 64 | offline |"
         in page
     )
 
@@ -399,3 +399,17 @@ def test_real_recipe_chain_renders_without_absent_keys(tmp_path, embedded, qwen_
     assert f"| think_phase3_rlmt | `{outputs / 'think_phase3' / 'final'}` |" in page  # the lineage
     # continuation, raw_base, think_base, think_base_rlmt, gate, probe, reasoning eval
     assert page.count("not run (expected") == 7
+
+
+def test_paths_on_the_page_are_names_or_relative_never_this_machines(tmp_path, embedded, monkeypatch):
+    """A committed page must not carry absolute paths: embedded models by name, the rest relative."""
+    outputs = tmp_path / "outputs"
+    write_metrics(outputs / "phase3", {}, {"start_model": str(embedded.model_dir)}, [{"loss": 1.0}])
+    trained = tmp_path / "somewhere" / "think_base" / "final"  # an RLMT start model outside the outputs
+    trained.mkdir(parents=True)
+    write_rlmt(outputs, "think_base_rlmt", [0.5], str(trained))
+    monkeypatch.chdir(tmp_path)
+    page = render_page(Path("outputs"))
+    assert "| phase3 | `embedded:tiny` |" in page
+    assert "| think_base_rlmt | `somewhere/think_base/final` |" in page
+    assert str(embedded.root) not in page
