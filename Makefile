@@ -48,6 +48,8 @@ DEMO_DATA := --prefix-tokens 192 --suffix-tokens 64 --min-suffix-tokens 32
 # The offline judge scores word-overlap F1 with the reference, so the reference is cut to the demo's
 # short suffix budgets (32 tokens, not 128): F1 of a 16-32-token suffix against a 128-token reference
 # is capped by recall and is almost never >= the judge's threshold (0.1), which gives all-zero groups.
+# RLMT samples 32-token suffixes like the reward gate: with 16, the mean reward was ~0.06 and one of the
+# two arms drew no reward at all in its 2 x 8 samples.
 DEMO_REFERENCE_TOKENS := 32
 # Phase 3 gets 2 steps, so no warmup and a larger lr (1e-5) make the model move at all (with the
 # YAML's 100-step warmup the lr is ~0 and the continuation check compares two identical models).
@@ -57,7 +59,7 @@ DEMO_PHASE3 := --model_name_or_path embedded:$(MODEL) --judge likelihood --max_s
 DEMO_SFT := --max_steps 2 --per_device_train_batch_size 1 --gradient_accumulation_steps 2 --logging_steps 1 \
 	--val_max_rows 4 --generation_rows 4 --generation_max_new_tokens 32 --save_strategy no
 DEMO_RLMT := --judge offline --max_steps 2 --num_generations 4 --per_device_train_batch_size 8 \
-	--think_max_tokens 8 --suffix_max_tokens 16 --save_steps 1 --reference_tokens $(DEMO_REFERENCE_TOKENS)
+	--think_max_tokens 8 --suffix_max_tokens 32 --save_steps 1 --reference_tokens $(DEMO_REFERENCE_TOKENS)
 DEMO_EVAL_ROWS := $(OUT)/data/rl/heldout_rows.jsonl
 DEMO_GATE := --rows $(DEMO_EVAL_ROWS) --num-prefixes 8 --samples 4 --think-max-tokens 16 \
 	--suffix-max-tokens 32 --top-p 1.0
