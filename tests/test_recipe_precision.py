@@ -47,26 +47,9 @@ def _assert_fp32_and_moved(checkpoint: Path, start: dict[str, torch.Tensor]) -> 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, embedded, qwen_tokenizer):
-    from test_sft_metrics import make_augmented_rows
+    from recipe_data import write_recipe_inputs
 
-    from trl_ext.data.chunking import DOCUMENT_SCHEMA, chunk_documents
-    from trl_ext.data.rl_rows import RLRowConfig, build_rl_rows
-    from trl_ext.data.rows import read_rows, write_rows
-
-    tmp = tmp_path_factory.mktemp("precision_data")
-    docs = read_rows(embedded.corpus_path, DOCUMENT_SCHEMA).rows[:8]
-    write_rows(tmp / "examples.jsonl", chunk_documents(docs, qwen_tokenizer)[0])
-    rows = make_augmented_rows(qwen_tokenizer, embedded.corpus_path, tmp, n=8, chunk_tokens=48)
-    write_rows(tmp / "sft.jsonl", rows[:-2])
-    write_rows(tmp / "heldout.jsonl", rows[-2:])
-    texts = [  # one inserted teacher thought per document; short prompts keep CPU steps fast
-        {"id": d["source_id"], "text": " ".join(d["text"].split()[:20]) + " <think>Who speaks?</think> "
-         + " ".join(d["text"].split()[20:60])}
-        for d in docs
-    ]  # fmt: skip
-    config = RLRowConfig(min_before_tokens=16, min_after_tokens=16, reference_tokens=32)
-    write_rows(tmp / "rl_rows.jsonl", build_rl_rows(texts, qwen_tokenizer, config)[0])
-    return tmp
+    return write_recipe_inputs(tmp_path_factory.mktemp("precision_data"), embedded, qwen_tokenizer, 8, 48)
 
 
 def test_every_recipe_trains_fp32_weights_under_bf16(data, tmp_path, tiny_model_dir):
