@@ -40,7 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -281,6 +281,20 @@ def corpus_token_docs(tokenizer: Any, corpus_path: Path, min_tokens: int, n: int
     return [docs[i % len(docs)] for i in range(n)]
 
 
+def train_timed(build: Callable[[], Any], result: dict[str, Any], clock: Clock, cuda: bool) -> dict[str, Any]:
+    """Build a trainer and train it under the step timer and the peak-memory meter; add what was measured."""
+    timer = StepTimer(clock)
+    with gpu_peak(result, cuda):
+        trainer = build()
+        trainer.add_callback(timer)
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    result |= precision_of(trainer)
+    result |= {"steps": [asdict(s) for s in timer.steps], "steady": summarise(timer.steps),
+               "last_log": timer.logs[-1] if timer.logs else {}}  # fmt: skip
+    return result
+
+
 def precision_of(trainer: Any) -> dict[str, str | None]:
     """The dtypes the trainer really holds after its steps: parameters and AdamW state."""
     params = {str(p.dtype) for p in trainer.model.parameters() if p.requires_grad}
@@ -346,22 +360,17 @@ def run_rlmt(model_dir: Path, tokenizer: Any, docs: list[list[int]], shapes: Sha
         "samples_per_step": shapes.rlmt_prefixes * shapes.k,
         "judge": "offline word overlap (ReferenceOverlapJudge)",
     }
-    timer = StepTimer(clock)
-    with gpu_peak(result, cuda):
-        trainer = ThinkingGRPOTrainer(
+
+    def build() -> Any:
+        return ThinkingGRPOTrainer(
             model=model,
             reward_funcs=[overlap_judge(threshold=0.1)],
             args=args,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
         )
-        trainer.add_callback(timer)
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
-    result |= precision_of(trainer)
-    result |= {"steps": [asdict(s) for s in timer.steps], "steady": summarise(timer.steps),
-               "last_log": timer.logs[-1] if timer.logs else {}}  # fmt: skip
-    return result
+
+    return train_timed(build, result, clock, cuda)
 
 
 def run_phase3(model_dir: Path, tokenizer: Any, docs: list[list[int]], shapes: Shapes, steps: int,
@@ -400,22 +409,17 @@ def run_phase3(model_dir: Path, tokenizer: Any, docs: list[list[int]], shapes: S
         "judge": "offline likelihood pairwise judge (frozen copy of the model on the same device)",
         "judge_model_gib": sum(t.numel() * t.element_size() for t in scorer.parameters()) / 2**30,
     }
-    timer = StepTimer(clock)
-    with gpu_peak(result, cuda):
-        trainer = SelfImprovingOnlineDPOTrainer(
+
+    def build() -> Any:
+        return SelfImprovingOnlineDPOTrainer(
             model=model,
             reward_funcs=judge,
             args=args,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
         )
-        trainer.add_callback(timer)
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
-    result |= precision_of(trainer)
-    result |= {"steps": [asdict(s) for s in timer.steps], "steady": summarise(timer.steps),
-               "last_log": timer.logs[-1] if timer.logs else {}}  # fmt: skip
-    return result
+
+    return train_timed(build, result, clock, cuda)
 
 
 def run_sft(model_dir: Path, tokenizer: Any, docs: list[list[int]], shapes: Shapes, steps: int,
@@ -439,17 +443,12 @@ def run_sft(model_dir: Path, tokenizer: Any, docs: list[list[int]], shapes: Shap
         f"{shapes.sft_sequences // shapes.sft_micro_batch}) x {shapes.sft_tokens} tokens",
         "tokens_per_step": shapes.sft_sequences * shapes.sft_tokens,
     }
-    timer = StepTimer(clock)
-    with gpu_peak(result, cuda):
-        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                             processing_class=tokenizer)  # fmt: skip
-        trainer.add_callback(timer)
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
-    result |= precision_of(trainer)
-    result |= {"steps": [asdict(s) for s in timer.steps], "steady": summarise(timer.steps),
-               "last_log": timer.logs[-1] if timer.logs else {}}  # fmt: skip
-    return result
+
+    def build() -> Any:
+        return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                           processing_class=tokenizer)  # fmt: skip
+
+    return train_timed(build, result, clock, cuda)
 
 
 def run_decode(model_dir: Path, tokenizer: Any, docs: list[list[int]], shapes: Shapes, repeats: int,
