@@ -396,7 +396,7 @@ def test_real_recipe_chain_renders_without_absent_keys(tmp_path, embedded, qwen_
     rlmt = next(line for line in lines if line.startswith("| think_phase3_rlmt | 1 | null |"))
     for row in (phase3, sft, rlmt):
         assert "n/a" not in row, row
-    assert f"| think_phase3_rlmt | `{outputs / 'think_phase3' / 'final'}` |" in page  # the lineage
+    assert "| think_phase3_rlmt | `outputs/think_phase3/final` |" in page  # the lineage, relative to the page
     # continuation, raw_base, think_base, think_base_rlmt, gate, probe, reasoning eval
     assert page.count("not run (expected") == 7
 
