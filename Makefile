@@ -61,15 +61,16 @@ DEMO_SFT := --max_steps 2 --per_device_train_batch_size 1 --gradient_accumulatio
 DEMO_RLMT := --judge offline --max_steps 2 --num_generations 4 --per_device_train_batch_size 8 \
 	--think_max_tokens 8 --suffix_max_tokens 32 --save_steps 1 --reference_tokens $(DEMO_REFERENCE_TOKENS)
 DEMO_EVAL_ROWS := $(OUT)/data/rl/heldout_rows.jsonl
-# One generate batch per arm and condition (--batch-prefixes 8): a 2-core CPU decodes 32 sequences
-# nearly as fast as 16, so halving the number of batches saves ~25% of the gate's time.
-DEMO_GATE := --rows $(DEMO_EVAL_ROWS) --num-prefixes 8 --samples 4 --think-max-tokens 16 \
+# One generate batch per arm and condition (--batch-prefixes 8): on a 2-core CPU a decode step costs
+# about the same for 8 or 32 sequences, so the time goes with the number of generate calls.
+DEMO_GATE := --rows $(DEMO_EVAL_ROWS) --num-prefixes 6 --samples 4 --think-max-tokens 16 \
 	--suffix-max-tokens 32 --top-p 1.0 --batch-prefixes 8
-DEMO_PROBE := --rows $(DEMO_EVAL_ROWS) --num-prefixes 4 --samples 2 --bank-size 4 --think-max-tokens 16 \
+DEMO_PROBE := --rows $(DEMO_EVAL_ROWS) --num-prefixes 4 --samples 2 --bank-size 2 --think-max-tokens 16 \
 	--suffix-max-tokens 32 --top-p 1.0 --batch-prefixes 8
-# The demo preset's GSM8K problems: 12 x 4 samples per arm (each 64-sample arm took ~2.5 min on the
-# CPU server; 16 concurrent requests is its sweet spot: at 64 it thrashed its KV cache).
-DEMO_SUITE := --limit 12
+# GSM8K: 8 problems x 4 samples of 64 tokens per arm. The CPU server generates ~25 tok/s for SmolLM2
+# whatever the concurrency (bench_client: 24.9 tok/s at 16 in flight, 22.1 at 48), so the suite's
+# time is proportional to the tokens asked for: 48 samples took 2 min 14 s per arm.
+DEMO_SUITE := --limit 8
 RLMT_ARMS := think_base think_base_rlmt think_phase3 think_phase3_rlmt
 
 demo: demo-data demo-phase3 demo-sft demo-rlmt demo-eval
@@ -110,10 +111,10 @@ demo-eval: demo-rlmt
 	$(PYTHON) -m eval results-page --outputs $(OUT) --out $(OUT)/results.md
 
 test: assets
-	$(PYTHON) -m pytest -q -ra
+	$(PYTHON) -m pytest -q -ra --durations=15
 
 test-fast: assets
-	$(PYTHON) -m pytest -q -ra -m "not slow"
+	$(PYTHON) -m pytest -q -ra --durations=15 -m "not slow"
 
 # The reasoning suite for one arm: serves it (SGLang on a GPU, transformers serve --continuous-batching on
 # CPU), runs the preset's protocol (EVAL_ARGS="--preset seed" for the reference run's), writes the report.
