@@ -55,11 +55,14 @@ DEMO_REFERENCE_TOKENS := 32
 # YAML's 100-step warmup the lr is ~0 and the continuation check compares two identical models).
 DEMO_PHASE3 := --model_name_or_path embedded:$(MODEL) --judge likelihood --max_steps 2 --num_rollouts 4 \
 	--max_new_tokens 16 --per_device_train_batch_size 1 --gradient_accumulation_steps 2 --logging_steps 1 \
-	--save_steps 1 --learning_rate 1e-5 --warmup_steps 0
+	--save_strategy no --learning_rate 1e-5 --warmup_steps 0
+# Every demo arm writes only final/ (--save_strategy no): a SmolLM2 checkpoint-N with its optimizer
+# state is 1.6 GB, and with a checkpoint per step the demo wrote 13 GB. Real runs checkpoint every
+# save_steps of the arm's YAML and resume from the last one.
 DEMO_SFT := --max_steps 2 --per_device_train_batch_size 1 --gradient_accumulation_steps 2 --logging_steps 1 \
 	--val_max_rows 4 --generation_rows 4 --generation_max_new_tokens 32 --save_strategy no
 DEMO_RLMT := --judge offline --max_steps 2 --num_generations 4 --per_device_train_batch_size 8 \
-	--think_max_tokens 8 --suffix_max_tokens 32 --save_steps 1 --reference_tokens $(DEMO_REFERENCE_TOKENS)
+	--think_max_tokens 8 --suffix_max_tokens 32 --save_strategy no --reference_tokens $(DEMO_REFERENCE_TOKENS)
 DEMO_EVAL_ROWS := $(OUT)/data/rl/heldout_rows.jsonl
 # One generate batch per arm and condition (--batch-prefixes 8): on a 2-core CPU a decode step costs
 # about the same for 8 or 32 sequences, so the time goes with the number of generate calls.
