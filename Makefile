@@ -66,7 +66,9 @@ DEMO_RLMT := --judge offline --max_steps 2 --num_generations 4 --per_device_trai
 DEMO_EVAL_ROWS := $(OUT)/data/rl/heldout_rows.jsonl
 # One generate batch per arm and condition (--batch-prefixes 8): on a 2-core CPU a decode step costs
 # about the same for 8 or 32 sequences, so the time goes with the number of generate calls.
-DEMO_GATE := --rows $(DEMO_EVAL_ROWS) --num-prefixes 6 --samples 4 --think-max-tokens 16 \
+# 8 samples per prefix: with 4, an arm whose success rate is ~0.2 has all-zero groups ~40% of the
+# time, so the gate's variance_ok (near-zero groups <= 50%) was a coin flip at demo scale.
+DEMO_GATE := --rows $(DEMO_EVAL_ROWS) --num-prefixes 6 --samples 8 --think-max-tokens 16 \
 	--suffix-max-tokens 32 --top-p 1.0 --batch-prefixes 8
 DEMO_PROBE := --rows $(DEMO_EVAL_ROWS) --num-prefixes 4 --samples 2 --bank-size 2 --think-max-tokens 16 \
 	--suffix-max-tokens 32 --top-p 1.0 --batch-prefixes 8
