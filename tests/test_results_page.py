@@ -340,11 +340,7 @@ def test_cli_writes_the_page_and_bad_json_is_a_clear_error(outputs, tmp_path, ca
 def test_real_recipe_chain_renders_without_absent_keys(tmp_path, embedded, qwen_tokenizer):
     """phase3 → think_phase3 SFT → think_phase3_rlmt, a step or two each on the embedded default,
     then the page: every column of the three tables is found in what the recipes really write."""
-    from test_sft_metrics import make_augmented_rows
-
-    from trl_ext.data.chunking import DOCUMENT_SCHEMA, chunk_documents
-    from trl_ext.data.rl_rows import RLRowConfig, build_rl_rows
-    from trl_ext.data.rows import read_rows, write_rows
+    from recipe_data import write_recipe_inputs
 
     sys.path.insert(0, str(REPO_ROOT / "recipes"))
     import phase3_online_dpo
@@ -352,37 +348,26 @@ def test_real_recipe_chain_renders_without_absent_keys(tmp_path, embedded, qwen_
     import sft_common
 
     outputs = tmp_path / "outputs"
-    docs = read_rows(embedded.corpus_path, DOCUMENT_SCHEMA).rows[:8]
-    write_rows(outputs / "data" / "examples.jsonl", chunk_documents(docs, qwen_tokenizer)[0])
+    data = write_recipe_inputs(outputs / "data", embedded, qwen_tokenizer, n_augmented=8, chunk_tokens=48)
     common = ["--report_to", "none", "--logging_steps", "1", "--save_strategy", "no"]
     phase3_online_dpo.main(
         ["--judge", "likelihood", "--max_steps", "1", "--num_rollouts", "2", "--max_new_tokens", "8",
          "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1", "--max_train_rows", "2",
-         "--train_rows", str(outputs / "data" / "examples.jsonl"), "--output_dir", str(outputs / "phase3"),
+         "--train_rows", str(data / "examples.jsonl"), "--output_dir", str(outputs / "phase3"),
          *common]
     )  # fmt: skip
-    rows = make_augmented_rows(qwen_tokenizer, embedded.corpus_path, tmp_path, n=8, chunk_tokens=48)
-    write_rows(tmp_path / "sft.jsonl", rows[:-2])
-    write_rows(tmp_path / "heldout.jsonl", rows[-2:])
     sft_common.main(
         str(REPO_ROOT / "recipes" / "configs" / "sft_think_phase3.yaml"),
         ["--model_name_or_path", str(outputs / "phase3" / "final"),
-         "--output_dir", str(outputs / "think_phase3"), "--train_rows", str(tmp_path / "sft.jsonl"),
-         "--val_rows", str(tmp_path / "heldout.jsonl"),
+         "--output_dir", str(outputs / "think_phase3"), "--train_rows", str(data / "sft.jsonl"),
+         "--val_rows", str(data / "heldout.jsonl"),
          "--max_steps", "1", "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "2",
          "--val_max_rows", "2", "--generation_rows", "2", "--generation_max_new_tokens", "8", *common],
     )  # fmt: skip
-    texts = [
-        {"id": d["source_id"], "text": " ".join(d["text"].split()[:20]) + " <think>Who speaks?</think> "
-         + " ".join(d["text"].split()[20:60])}
-        for d in docs
-    ]  # fmt: skip
-    config = RLRowConfig(min_before_tokens=16, min_after_tokens=16, reference_tokens=32)
-    write_rows(tmp_path / "rl_rows.jsonl", build_rl_rows(texts, qwen_tokenizer, config)[0])
     rlmt_think_base.main(
         REPO_ROOT / "recipes" / "configs" / "rlmt_think_phase3.yaml",
         ["--model_name_or_path", str(outputs / "think_phase3" / "final"), "--judge", "offline",
-         "--rl_rows", str(tmp_path / "rl_rows.jsonl"), "--output_dir", str(outputs / "think_phase3_rlmt"),
+         "--rl_rows", str(data / "rl_rows.jsonl"), "--output_dir", str(outputs / "think_phase3_rlmt"),
          "--max_steps", "1", "--num_generations", "2", "--per_device_train_batch_size", "4",
          "--think_max_tokens", "4", "--suffix_max_tokens", "6", "--top_p", "1.0", *common],
     )  # fmt: skip
