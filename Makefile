@@ -64,14 +64,15 @@ DEMO_SFT := --max_steps 2 --per_device_train_batch_size 1 --gradient_accumulatio
 DEMO_RLMT := --judge offline --max_steps 2 --num_generations 4 --per_device_train_batch_size 8 \
 	--think_max_tokens 8 --suffix_max_tokens 32 --save_strategy no --reference_tokens $(DEMO_REFERENCE_TOKENS)
 DEMO_EVAL_ROWS := $(OUT)/data/rl/heldout_rows.jsonl
-# One generate batch per arm and condition (--batch-prefixes 8): on a 2-core CPU a decode step costs
-# about the same for 8 or 32 sequences, so the time goes with the number of generate calls.
+# The rollouts the reward gate and the thought-use probe share. One generate batch per arm and
+# condition (--batch-prefixes 8): on a 2-core CPU a decode step costs about the same for 8 or 32
+# sequences, so the time goes with the number of generate calls.
+DEMO_ROLLOUTS := --rows $(DEMO_EVAL_ROWS) --think-max-tokens 16 --suffix-max-tokens 32 --top-p 1.0 \
+	--batch-prefixes 8
 # 8 samples per prefix: with 4, an arm whose success rate is ~0.2 has all-zero groups ~40% of the
 # time, so the gate's variance_ok (near-zero groups <= 50%) was a coin flip at demo scale.
-DEMO_GATE := --rows $(DEMO_EVAL_ROWS) --num-prefixes 6 --samples 8 --think-max-tokens 16 \
-	--suffix-max-tokens 32 --top-p 1.0 --batch-prefixes 8
-DEMO_PROBE := --rows $(DEMO_EVAL_ROWS) --num-prefixes 4 --samples 2 --bank-size 2 --think-max-tokens 16 \
-	--suffix-max-tokens 32 --top-p 1.0 --batch-prefixes 8
+DEMO_GATE := $(DEMO_ROLLOUTS) --num-prefixes 6 --samples 8
+DEMO_PROBE := $(DEMO_ROLLOUTS) --num-prefixes 4 --samples 2 --bank-size 2
 # GSM8K: 8 problems x 4 samples of 64 tokens per arm. The CPU server generates ~25 tok/s for SmolLM2
 # whatever the concurrency (bench_client: 24.9 tok/s at 16 in flight, 22.1 at 48), so the suite's
 # time is proportional to the tokens asked for: 48 samples took 2 min 14 s per arm.
