@@ -201,10 +201,14 @@ class NonFiniteGuard(TrainerCallback):
         return str(folder)
 
 
-def require_fp32_trainable_weights(model: torch.nn.Module) -> None:
+def require_fp32_trainable_weights(trainer) -> None:
     """Refuse bf16/fp16 trainable weights: AdamW would update them directly and, at RLMT's lr 1e-7, almost
-    none would change. Not for DeepSpeed, which keeps fp32 master weights itself."""
-    low = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype != torch.float32})
+    none would change. Skipped under DeepSpeed (it keeps fp32 master weights itself) and when the
+    trainer's ``args.require_fp32_weights`` is false."""
+    if not trainer.args.require_fp32_weights or trainer.is_deepspeed_enabled:
+        return
+    params = trainer.model.parameters()
+    low = sorted({str(p.dtype) for p in params if p.requires_grad and p.dtype != torch.float32})
     if low:
         raise ValueError(
             f"trainable parameters are {', '.join(low)}: AdamW would update low-precision weights "

@@ -395,8 +395,7 @@ class ThinkingGRPOTrainer(GRPOTrainer):
         self._pending_rollouts: list[Rollout] = []
         self._dropped_local_rows: list[int] = []
         super().__init__(model, reward_funcs, args, *pargs, rollout_func=self._two_stage_rollout, **kwargs)
-        if self.args.require_fp32_weights and not self.is_deepspeed_enabled:
-            require_fp32_trainable_weights(self.model)
+        require_fp32_trainable_weights(self)
         self.think_close_id = self._tokenizer.convert_tokens_to_ids("</think>")
         self.add_callback(RLMTRunState(asdict(args.alert_thresholds)))
         self.throughput = ThroughputMemoryCallback()

@@ -398,8 +398,7 @@ class SelfImprovingOnlineDPOTrainer(OnlineDPOTrainer):
             data_collator=data_collator or collate_rows,
             **kwargs,
         )
-        if self.args.require_fp32_weights and not self.is_deepspeed_enabled:
-            require_fp32_trainable_weights(self.model)
+        require_fp32_trainable_weights(self)
         if not reward_funcs and isinstance(self.pairwise_judge, LikelihoodPairwiseJudge):
             self.pairwise_judge.model.to(
                 self.accelerator.device
