@@ -67,13 +67,10 @@ def _latest_checkpoint(arm_dir: Path) -> Path | None:
 def checkpoint_dir(arm: str, outputs: str | Path = "outputs", base_model: str | Path | None = None) -> Path:
     """The directory to serve for ``arm`` (a merged export for PEFT adapters)."""
     if arm == "base":
-        from trl_ext.assets import embedded_model_dir
+        from trl_ext.assets import embedded_model_dir, embedded_model_name
 
-        if not base_model or str(base_model) == "embedded":
-            return embedded_model_dir("tiny")
-        if str(base_model).startswith("embedded:"):
-            return embedded_model_dir(str(base_model).split(":", 1)[1])
-        return Path(base_model)
+        embedded = embedded_model_name(base_model or "embedded")
+        return embedded_model_dir(embedded) if embedded is not None else Path(base_model)
     arm_dir = Path(outputs) / arm
     final = arm_dir / "final"
     if _is_model_dir(final):

@@ -165,11 +165,9 @@ def embedded_model_info(model: str | None, script_args: Mapping | None = None) -
     which also catches checkpoints trained from an embedded model). None for any other model."""
     from trl_ext import assets
 
-    requested = (script_args or {}).get("model_name_or_path")
-    if isinstance(requested, str) and (requested == "embedded" or requested.startswith("embedded:")):
-        name = requested.partition(":")[2] or "tiny"
-        if name in assets.MODEL_FACTS:
-            return {"name": name, **assets.MODEL_FACTS[name]}
+    name = assets.embedded_model_name((script_args or {}).get("model_name_or_path"))
+    if name in assets.MODEL_FACTS:
+        return {"name": name, **assets.MODEL_FACTS[name]}
     if not model:
         return None
     path = Path(model)

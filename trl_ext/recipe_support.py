@@ -261,11 +261,12 @@ def resolve_model(name: str | None, configs_dir: Path | None = None) -> str:
     path must hold a model (config.json); anything else is passed on as a Hub id."""
     if not name:
         raise ConfigError("--model_name_or_path is required (a model dir, a Hub id, or 'embedded')")
-    if name == "embedded" or name.startswith("embedded:"):
-        from trl_ext.assets import AssetError, embedded_model_dir
+    from trl_ext.assets import AssetError, embedded_model_dir, embedded_model_name
 
+    embedded = embedded_model_name(name)
+    if embedded is not None:
         try:
-            return str(embedded_model_dir(name.partition(":")[2] or "tiny"))
+            return str(embedded_model_dir(embedded))
         except AssetError as err:
             raise ConfigError(f"--model_name_or_path {name}: {err}") from None
     path = Path(name)

@@ -433,6 +433,15 @@ def embedded_default() -> EmbeddedDefault:
     return _verified(cache_root())
 
 
+def embedded_model_name(spec: object) -> str | None:
+    """The embedded model a ``--model_name_or_path`` / ``--base-model`` value names: ``"embedded"`` is
+    the tiny model, ``"embedded:<name>"`` any other; None for anything else (a path or a Hub id)."""
+    text = str(spec) if spec is not None else ""
+    if text != "embedded" and not text.startswith("embedded:"):
+        return None
+    return text.partition(":")[2] or "tiny"
+
+
 def embedded_model_dir(name: str) -> Path:
     """Folder of an embedded model: ``"tiny"`` (random Qwen3) or ``"smollm2"`` (real SmolLM2-135M).
 
