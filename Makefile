@@ -131,9 +131,10 @@ eval: assets
 bench: assets
 	$(PYTHON) bench/bench_two_stage_rollout.py --k 4 --repeats 2  # CPU-sized; defaults are K=16
 	$(PYTHON) bench/bench_logprobs.py --prefix-len 128
-	$(PYTHON) bench/bench_judge_throughput.py --calls 32 --max-tokens 16  # concurrency 32 vs 1, batched CPU server
+	$(PYTHON) bench/bench_sampler.py  # one sampling step: transformers' warpers vs eval.nucleus_sampling
+	$(PYTHON) bench/bench_judge_throughput.py  # concurrency 32 vs 1, batched CPU server
 	$(PYTHON) bench/bench_graders.py
-	$(PYTHON) bench/bench_client.py --problems 8 --samples 4 --max-tokens 16  # concurrency 32 vs 1
+	$(PYTHON) bench/bench_client.py --repeats 2  # concurrency 32 vs 1
 
 # GPU acceptance check (bench/gpu_check.py): random-weight Qwen3-0.6B architecture, one GPU, reference step
 # shapes for RLMT / phase3 / SFT plus decode throughput; table + JSON (outputs/gpu_check/). Needs a CUDA

@@ -39,6 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--top-p", type=float, default=0.95, help="1.0 skips the vocabulary sort that dominates CPU sampling"
     )
+    parser.add_argument(
+        "--stock-sampling",
+        action="store_true",
+        help="serve with transformers' own top-p sampler (sorts the vocabulary per sequence) instead of "
+        "eval.nucleus_sampling",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="runs per level; the best is reported")
     return parser.parse_args(argv)
 
@@ -83,7 +89,12 @@ def main(argv: list[str] | None = None) -> dict[int, dict]:
 
             model_dir = args.model_dir or embedded_default().model_dir
             handle = stack.enter_context(
-                launch_server(model_dir, backend="auto", sampling={"temperature": 0.6, "top_p": args.top_p})
+                launch_server(
+                    model_dir,
+                    backend="auto",
+                    sampling={"temperature": 0.6, "top_p": args.top_p},
+                    stock_sampling=args.stock_sampling,
+                )
             )
             urls = [handle.base_url]
             print(f"server: {handle.backend} at {handle.base_url} ({' '.join(handle.command[1:])})")

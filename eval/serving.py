@@ -143,16 +143,18 @@ def server_command(
     port: int,
     extra_args: Sequence[str] = (),
     sampling: dict | None = None,
+    stock_sampling: bool = False,
 ) -> tuple[list[str], Path | None]:
     """The launch command and, for ``transformers serve``, the working dir holding the served
-    ``default`` directory (the caller removes it)."""
+    ``default`` directory (the caller removes it). The CPU server runs through
+    :mod:`eval.cpu_server` (transformers' server with a sort-free nucleus sampler) unless
+    ``stock_sampling``."""
     if backend == "sglang":
         cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model_dir),
                "--served-model-name", SERVED_MODEL_NAME, "--host", host, "--port", str(port),
                *merge_server_args(SGLANG_DEFAULT_ARGS, extra_args)]  # fmt: skip
         return cmd, None
     if backend == "transformers":
-        exe = shutil.which("transformers") or str(Path(sys.executable).with_name("transformers"))
         defaults = [
             "--continuous-batching",
             "--cb-num-blocks",
@@ -166,7 +168,8 @@ def server_command(
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        cmd = [exe, "serve", SERVED_MODEL_NAME, "--host", host, "--port", str(port), "--device", "cpu",
+        entry = [sys.executable, "-m", "eval.cpu_server", *(["--stock-sampling"] if stock_sampling else [])]
+        cmd = [*entry, "serve", SERVED_MODEL_NAME, "--host", host, "--port", str(port), "--device", "cpu",
                "--dtype", "float32", *merge_server_args(defaults, extra_args)]  # fmt: skip
         return cmd, workdir
     raise ValueError(f"unknown server backend {backend!r} (use auto, sglang or transformers)")
@@ -182,6 +185,7 @@ def launch_server(
     ready_timeout_s: float = 300.0,
     log_path: str | Path | None = None,
     sampling: dict | None = None,
+    stock_sampling: bool = False,
 ) -> Iterator[ServerHandle]:
     """Run a server for ``model_dir`` for the duration of the ``with`` block.
 
@@ -190,7 +194,7 @@ def launch_server(
     lifetime of the thread that starts it."""
     backend = pick_backend(backend)
     port = port or free_port(host)
-    cmd, workdir = server_command(Path(model_dir), backend, host, port, extra_args, sampling)
+    cmd, workdir = server_command(Path(model_dir), backend, host, port, extra_args, sampling, stock_sampling)
     log_path = (
         Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="trl_ext_server_", suffix=".log")[1])
     )

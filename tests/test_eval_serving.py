@@ -119,6 +119,7 @@ def test_cpu_server_batches_and_samples(tmp_path):
     (model / "generation_config.json").write_text(json.dumps({"do_sample": False, "eos_token_id": 1}))
     cmd, workdir = server_command(model, "transformers", "127.0.0.1", 8000, ["--cb-num-blocks", "8"])
     try:
+        assert cmd[1:4] == ["-m", "eval.cpu_server", "serve"]  # transformers serve + the sort-free sampler
         assert "--continuous-batching" in cmd and cmd[cmd.index("--cb-num-blocks") + 1] == "8"
         assert cmd.count("--cb-num-blocks") == 1 and "--cb-max-batch-tokens" in cmd
         served = json.loads((workdir / "default" / "generation_config.json").read_text())
@@ -189,3 +190,54 @@ def test_cpu_server_samples_concurrent_requests(openai_server):
     results = asyncio.run(go())
     assert all(r.ok and r.completion_tokens for r in results)
     assert len({r.text for r in results}) > 1
+
+
+def _complete_all(base_url: str, prompts: list[str], concurrency: int, **sampling) -> list[str]:
+    import asyncio
+
+    from trl_ext.client import OpenAICompatibleClient
+
+    async def go():
+        client = OpenAICompatibleClient(base_url, max_concurrency=concurrency, timeout_s=120)
+        try:
+            return await asyncio.gather(*[client.complete(p, max_tokens=12, **sampling) for p in prompts])
+        finally:
+            await client.aclose()
+
+    results = asyncio.run(go())
+    assert all(r.ok and r.completion_tokens for r in results), [r.error for r in results]
+    return [r.text for r in results]
+
+
+def test_cpu_server_samples_with_the_sort_free_sampler(tiny_model_dir, tmp_path):
+    """The CPU server takes the run's temperature and top-p into eval.nucleus_sampling (it says so
+    in its log) and still samples: identical concurrent prompts give different texts."""
+    from eval.cpu_server import INSTALLED_MESSAGE
+    from eval.serving import launch_server
+
+    sampling = {"temperature": 0.6, "top_p": 0.95}
+    log = tmp_path / "server.log"
+    with launch_server(tiny_model_dir, "transformers", sampling=sampling, log_path=log) as handle:
+        texts = _complete_all(handle.base_url, ["The river"] * 4, concurrency=4, **sampling)
+    assert len(set(texts)) > 1
+    assert f"{INSTALLED_MESSAGE} ({{'top_p': 0.95, 'temperature': 0.6}})" in log.read_text()
+
+
+@pytest.mark.slow
+def test_sort_free_sampler_and_stock_server_agree_when_top_p_leaves_one_token(tiny_model_dir, tmp_path):
+    """With a nucleus of one token both samplers must return the argmax at every step: the same
+    texts from our server and from transformers' own sampler (``--stock-sampling``)."""
+    from eval.cpu_server import INSTALLED_MESSAGE
+    from eval.serving import launch_server
+
+    sampling = {"temperature": 0.6, "top_p": 1e-9}
+    prompts = ["The river", "Problem: 3 + 4 =", "Once upon a time"]
+    texts, logs = {}, {}
+    for stock in (False, True):
+        logs[stock] = tmp_path / f"server-{stock}.log"
+        with launch_server(
+            tiny_model_dir, "transformers", sampling=sampling, log_path=logs[stock], stock_sampling=stock
+        ) as handle:
+            texts[stock] = _complete_all(handle.base_url, prompts, concurrency=1, **sampling)
+    assert texts[False] == texts[True]
+    assert INSTALLED_MESSAGE in logs[False].read_text() and INSTALLED_MESSAGE not in logs[True].read_text()
