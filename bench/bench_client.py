@@ -1,13 +1,14 @@
 """Eval-client throughput at concurrency 32 versus 1 against the same server (one run, one table).
 
-Serves the embedded tiny Qwen3 with the CPU server (``transformers serve --continuous-batching``, as
-``make eval`` does; or uses ``--base-url``, e.g. an SGLang server on a GPU) and sends the same
+Serves the embedded tiny Qwen3 with the CPU server (``python -m eval.cpu_server``: ``transformers serve
+--continuous-batching`` with the sort-free sampler, as ``make eval`` does; ``--stock-sampling`` for
+transformers' own sampler; or uses ``--base-url``, e.g. an SGLang server on a GPU) and sends the same
 fan-out workload (problems × k samples, one request each, GSM8K prompts of the default suite) at
 each concurrency level. Prints samples/s, generated tok/s and the speed-up over the first level.
 A batching server should give several times more samples/s at 32 in flight than at 1; a server
 that runs one request at a time gives ~1.0x.
 
-    python bench/bench_client.py                                  # 16 embedded GSM8K problems × 4 samples
+    python bench/bench_client.py         # 16 embedded GSM8K problems × 4 samples × 64 tokens
     python bench/bench_client.py --base-url http://127.0.0.1:30000 --problems 64 --samples 8 --max-tokens 256
 """
 
@@ -34,7 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-dir", help="model to serve (default: the embedded tiny Qwen3)")
     parser.add_argument("--problems", type=int, default=16)
     parser.add_argument("--samples", type=int, default=4, help="k samples per problem (k requests)")
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument(
+        "--max-tokens", type=int, default=64, help="per sample; 64 is the demo preset's (seed preset: 512)"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument(
         "--top-p", type=float, default=0.95, help="1.0 skips the vocabulary sort that dominates CPU sampling"
