@@ -8,7 +8,7 @@ pairwise quality prompt (the same prefix and two options every time, as in a tra
 reply budget. The tiny random model cannot write a conclusion line, so every verdict is invalid there: the
 number measured is transport + server throughput, which is what concurrency changes.
 
-    python bench/bench_judge_throughput.py --calls 64
+    python bench/bench_judge_throughput.py --calls 64 --max-tokens 64
 """
 
 from __future__ import annotations
@@ -52,7 +52,12 @@ def main() -> None:
         "--base-url", help="a running OpenAI-compatible server (default: start transformers serve)"
     )
     p.add_argument("--calls", type=int, default=64, help="judge calls per setting")
-    p.add_argument("--max-tokens", type=int, default=16, help="reply budget per call")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=64,
+        help="reply budget per call (the pairwise judge's own default is 256; 16 is too short for reasons)",
+    )
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     p.add_argument("--repeats", type=int, default=1, help="runs per level; the best is reported")
     p.add_argument("--model-dir", help="model to serve (default: the embedded tiny Qwen3)")

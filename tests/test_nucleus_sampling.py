@@ -12,7 +12,8 @@ import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from eval.nucleus_sampling import block_size, in_nucleus, nucleus_sample, unnormalised_probs
+import eval.nucleus_sampling as nucleus_sampling
+from eval.nucleus_sampling import block_size, in_nucleus, max_draws, nucleus_sample, unnormalised_probs
 
 
 def reference_probs(scores: torch.Tensor, top_p: float, temperature: float) -> torch.Tensor:
@@ -50,6 +51,7 @@ def assert_matches(draws: torch.Tensor, probs: torch.Tensor) -> None:
         (50, 2.0, 0.8, 0.7),  # vocabulary smaller than a block: the padded path
         (2374, 1.5, 0.9, 0.6),  # two blocks of 1187 (Qwen3's block size)
         (2374, 0.05, 0.95, 0.6),  # nearly flat, like a random-weight model: the nucleus is most tokens
+        (2374, 0.05, 0.6, 0.7),  # the pairwise judge's sampling: ~40% of first draws are rejected
         (300, 2.0, 0.8, 1.0),  # peaked: the nucleus is 11 tokens
         (300, 1.0, 1.0, 1.3),  # no top-p: plain temperature sampling
     ],
@@ -89,6 +91,23 @@ def test_tiny_top_p_is_greedy_through_the_sorted_fallback():
     assert torch.equal(draws, scores.argmax(-1))
 
 
+def test_redraws_make_the_sort_rare(monkeypatch):
+    """The judge's top_p 0.6 rejects ~40% of draws on a flat distribution; redraws (11 per row)
+    must absorb that instead of sorting 152k tokens (~40x the cost of a redraw)."""
+    assert [max_draws(p) for p in (1.0, 0.95, 0.6, 0.3, 1e-9)] == [1, 4, 11, 26, 64]
+    sorts = []
+    real_sort = nucleus_sampling.sort_based_top_p_mask
+    monkeypatch.setattr(
+        nucleus_sampling, "sort_based_top_p_mask", lambda *a: sorts.append(1) or real_sort(*a)
+    )
+    generator = torch.Generator().manual_seed(5)
+    scores = torch.randn(256, 151_936, generator=generator) * 0.05
+    nucleus_sample(scores, 0.6, 0.7, generator=generator)
+    assert not sorts
+    nucleus_sample(scores[:4], 1e-9, 0.7, generator=generator)
+    assert sorts  # a one-token nucleus still ends in the sort
+
+
 def test_in_nucleus_is_transformers_rule():
     generator = torch.Generator().manual_seed(4)
     scores = torch.randn(8, 600, generator=generator) * 2
@@ -97,6 +116,8 @@ def test_in_nucleus_is_transformers_rule():
     for token in range(600):
         tokens = torch.full((8,), token)
         assert torch.equal(in_nucleus(weights, tokens, 0.85), kept[:, token])
+    rows = torch.tensor([5, 2])
+    assert torch.equal(in_nucleus(weights, torch.tensor([7, 7]), 0.85, rows=rows), kept[rows, 7])
 
 
 def test_inplace_only_when_asked_and_bad_input_is_named():
