@@ -151,6 +151,8 @@ def nucleus_sample(
     """Sample one token per row of ``scores`` ([N, V] logits) from the top-p nucleus of
     ``softmax(scores / temperature)``: the distribution of transformers' temperature and top-p
     warpers followed by ``torch.multinomial``. ``inplace`` lets it overwrite ``scores``."""
+    if scores.size(0) == 0:
+        return torch.empty(0, dtype=torch.long)
     weights = unnormalised_probs(scores, temperature, inplace)
     cdf = BlockCDF(weights)
     all_rows = torch.arange(weights.size(0))

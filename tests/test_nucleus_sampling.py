@@ -129,6 +129,7 @@ def test_inplace_only_when_asked_and_bad_input_is_named():
     assert not torch.equal(scores, before)  # now holds the sampling weights
     with pytest.raises(ValueError, match="temperature"):
         nucleus_sample(before, 0.9, 0.0)
+    assert nucleus_sample(torch.empty(0, 100), 0.9).shape == (0,)
     with pytest.raises(ValueError, match="no finite value"):
         nucleus_sample(torch.full((1, 10), -math.inf), 0.9)
 
