@@ -37,7 +37,6 @@ def install_nucleus_sampler() -> None:
     from transformers.generation.logits_process import (
         LogitsProcessorList,
         TemperatureLogitsWarper,
-        TopPLogitsWarper,
     )
 
     from eval.nucleus_sampling import nucleus_sample
@@ -55,7 +54,7 @@ def install_nucleus_sampler() -> None:
             return  # greedy decoding or logprobs: transformers' own path
         processors = list(getattr(logit_processor, "logits_processor", []))
         top_p = temperature = 1.0
-        if processors and _is_plain_top_p(processors[-1], TopPLogitsWarper):
+        if processors and _is_plain_top_p(processors[-1]):
             top_p = float(processors.pop().top_p)
             if processors and type(processors[-1]) is TemperatureLogitsWarper:
                 temperature = float(processors.pop().temperature)
@@ -81,10 +80,12 @@ def install_nucleus_sampler() -> None:
     runner_cls._sample = _sample
 
 
-def _is_plain_top_p(processor: object, top_p_cls: type) -> bool:
+def _is_plain_top_p(processor: object) -> bool:
     """transformers' own top-p warper with the defaults nucleus_sample implements."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
     return (
-        type(processor) is top_p_cls
+        type(processor) is TopPLogitsWarper
         and processor.min_tokens_to_keep == 1
         and math.isinf(processor.filter_value)
         and processor.filter_value < 0

@@ -174,22 +174,8 @@ def test_suite_sigkill_takes_the_server_and_its_temp_dir_with_it(tmp_path):
 def test_cpu_server_samples_concurrent_requests(openai_server):
     """Four identical prompts at once through the batched server: sampled, so not all the same (a
     greedy server, the tiny model's own default, would return four identical texts)."""
-    import asyncio
-
-    from trl_ext.client import OpenAICompatibleClient
-
-    async def go():
-        client = OpenAICompatibleClient(openai_server, max_concurrency=4, timeout_s=120)
-        try:
-            return await asyncio.gather(
-                *[client.complete("The river", max_tokens=12, temperature=1.0, top_p=1.0) for _ in range(4)]
-            )
-        finally:
-            await client.aclose()
-
-    results = asyncio.run(go())
-    assert all(r.ok and r.completion_tokens for r in results)
-    assert len({r.text for r in results}) > 1
+    texts = _complete_all(openai_server, ["The river"] * 4, concurrency=4, temperature=1.0, top_p=1.0)
+    assert len(set(texts)) > 1
 
 
 def _complete_all(base_url: str, prompts: list[str], concurrency: int, **sampling) -> list[str]:

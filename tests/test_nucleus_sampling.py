@@ -96,10 +96,13 @@ def test_redraws_make_the_sort_rare(monkeypatch):
     must absorb that instead of sorting 152k tokens (~40x the cost of a redraw)."""
     assert [max_draws(p) for p in (1.0, 0.95, 0.6, 0.3, 1e-9)] == [1, 4, 11, 26, 64]
     sorts = []
-    real_sort = nucleus_sampling.sort_based_top_p_mask
-    monkeypatch.setattr(
-        nucleus_sampling, "sort_based_top_p_mask", lambda *a: sorts.append(1) or real_sort(*a)
-    )
+
+    class CountingTopP(TopPLogitsWarper):
+        def __call__(self, input_ids, scores):
+            sorts.append(1)
+            return super().__call__(input_ids, scores)
+
+    monkeypatch.setattr(nucleus_sampling, "TopPLogitsWarper", CountingTopP)
     generator = torch.Generator().manual_seed(5)
     scores = torch.randn(256, 151_936, generator=generator) * 0.05
     nucleus_sample(scores, 0.6, 0.7, generator=generator)
